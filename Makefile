@@ -1,0 +1,116 @@
+# kvsweep build. `make` (CUDA auto-detected), `make CUDA=0`, `make test`,
+# `make asan`, `make fuzz`, `make bench`, `make V=1` for full command lines.
+#
+# Layout of the products (dependency direction kernels <- engine <- CLIs):
+#   build/libkernels.a   kernels/cpu/*.c (+ kernels/cuda/*.cu when CUDA=1, else kernels/cuda_stub.c)
+#   build/libengine.a    engine/*.c except engine/*_main.c
+#   build/kvrun          engine/kvrun_main.c
+#   build/tests/test_*   tests/test_*.c, one CUnit binary per module
+# (Keep comments off assignment lines: make keeps the trailing spaces.)
+
+CC        ?= cc
+NVCC      ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA      ?= $(if $(NVCC),1,0)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+BUILD     ?= build
+SAN       ?=
+
+# OpenBLAS: the OpenMP build, so that BLAS threads and our own OpenMP loops
+# share one thread pool instead of fighting over the cores.
+BLAS_DIR  ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
+BLAS_INC  ?= /usr/include/x86_64-linux-gnu/openblas-openmp
+
+CPPFLAGS  += -Ikernels -Iengine -I$(BLAS_INC) -MMD -MP -D_GNU_SOURCE
+CFLAGS    ?= -O2 -g
+CFLAGS    += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -fopenmp $(SAN)
+NVCCFLAGS ?= -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
+NVCCFLAGS += -Werror all-warnings
+LDFLAGS   += -fopenmp $(SAN) -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR)
+LDLIBS    += -lopenblas -ljansson -lpcre2-8 -lutf8proc -lm
+
+KERN_SRC  := $(wildcard kernels/cpu/*.c)
+ifeq ($(CUDA),1)
+  KERN_CU   := $(wildcard kernels/cuda/*.cu)
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread -lstdc++
+else
+  KERN_SRC  += kernels/cuda_stub.c
+endif
+KERN_OBJ  := $(KERN_SRC:%.c=$(BUILD)/%.o) $(KERN_CU:%.cu=$(BUILD)/%.cu.o)
+ENG_SRC   := $(filter-out %_main.c,$(wildcard engine/*.c))
+ENG_OBJ   := $(ENG_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC  := $(wildcard tests/test_*.c)
+TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_HELP := $(BUILD)/tests/testutil.o
+BINS      := $(BUILD)/kvrun
+
+Q := $(if $(V),,@)
+
+all: $(BINS) $(TEST_BIN)
+
+# Rebuild everything when the flags change (redis' persist-settings idea).
+FLAGS_LINE := $(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) CUDA=$(CUDA) $(NVCCFLAGS)
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(@D)
+	@echo '$(FLAGS_LINE)' | cmp -s - $@ || echo '$(FLAGS_LINE)' > $@
+FORCE:
+
+$(BUILD)/%.o: %.c $(BUILD)/.flags
+	@mkdir -p $(@D)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu $(BUILD)/.flags
+	@mkdir -p $(@D)
+	@echo "  NVCC  $<"
+	$(Q)$(NVCC) -Ikernels -MMD -MP $(NVCCFLAGS) -c $< -o $@
+
+# rm first: `ar rcs` only adds/replaces members, so a CUDA=1 object would
+# survive in the archive after switching to CUDA=0.
+$(BUILD)/libkernels.a: $(KERN_OBJ)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+$(BUILD)/libengine.a: $(ENG_OBJ)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+LIBS := $(BUILD)/libengine.a $(BUILD)/libkernels.a
+
+$(BUILD)/kvrun: $(BUILD)/engine/kvrun_main.o $(LIBS)
+	@echo "  LD    $@"
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_HELP) $(LIBS)
+	@echo "  LD    $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -lcunit $(LDLIBS) -o $@
+
+# Tests find the real tokenizer through KV_TOKENIZER or ../shared/data.
+KV_TOKENIZER ?= $(abspath ../shared/data/pythia-tokenizer.json)
+export KV_TOKENIZER
+
+deps:
+	@sh ops/install-deps.sh --check || sh ops/install-deps.sh
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)sh tests/run_all.sh $(BUILD) $(TEST_BIN)
+
+# Same tests under AddressSanitizer + UBSan, in their own build tree.
+asan: deps
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g" \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
+
+# libFuzzer runs of the outside-input parsers (FUZZ_SECONDS each).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	$(Q)sh tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+bench: deps all
+	$(Q)sh ops/bench.sh $(BUILD)
+
+check-deps:
+	@! grep -rEn '#include *[<"](hiredis|sqlite3)' engine kernels
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+.PHONY: all deps test asan fuzz bench check-deps clean FORCE
+.SECONDARY:
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,175 @@
+/* forward.c — one GPT-NeoX forward pass over a chunk of tokens (see
+ * forward.h for the numerics contract). The layer loop reads like HF's
+ * GPTNeoXLayer.forward; every op is a kernels/ call so the CUDA backend can
+ * mirror this file op for op. */
+#include "forward.h"
+
+#include <string.h>
+
+#include "kn.h"
+
+eng_status eng_state_init(eng_state **out, const eng_model *m, int n_ctx, int n_batch,
+                          char *err, size_t n_err) {
+    *out = NULL;
+    const eng_config *c = &m->cfg;
+    if (n_ctx <= 0 || n_batch <= 0) {
+        eng_errf(err, n_err, "state: n_ctx (%d) and n_batch (%d) must be positive", n_ctx, n_batch);
+        return ENG_ERR_INVAL;
+    }
+    if (n_batch > n_ctx) n_batch = n_ctx;
+    eng_state *s = eng_calloc(1, sizeof *s);
+    if (!s) goto nomem;
+    s->model = m;
+    s->n_batch = n_batch;
+    s->n_threads = kn_get_threads();
+    if (eng_kvcache_init(&s->kv, c->n_layer, c->n_head, c->head_dim, n_ctx) != ENG_OK) goto nomem;
+
+    size_t B = (size_t)n_batch, C = (size_t)c->n_embd, R2 = (size_t)c->n_rot / 2;
+    size_t sizes[] = {
+        B * C, B * C, B * 3 * C, B * C, B * C, B * (size_t)c->n_ff, B * C, B * (size_t)c->n_vocab,
+        R2 + 1, B * R2 + 1, B * R2 + 1, (size_t)s->n_threads * n_ctx,
+    };
+    float **ptrs[] = {&s->x, &s->h, &s->qkv, &s->att, &s->ao, &s->ff, &s->mo, &s->logits,
+                      &s->inv_freq, &s->rope_cos, &s->rope_sin, &s->att_scratch};
+    size_t n_f = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) n_f += sizes[i];
+    size_t n_i = B + (size_t)c->n_head * B;
+    s->mem = eng_alloc(n_f * sizeof(float) + n_i * sizeof(int32_t));
+    if (!s->mem) goto nomem;
+    float *p = s->mem;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        *ptrs[i] = p;
+        p += sizes[i];
+    }
+    s->pos = (int32_t *)p;
+    s->n_vis = s->pos + B;
+    kn_rope_inv_freq(s->inv_freq, c->n_rot, c->rope_base);
+    *out = s;
+    return ENG_OK;
+nomem:
+    eng_errf(err, n_err, "state: out of memory for n_ctx=%d n_batch=%d", n_ctx, n_batch);
+    eng_state_free(s);
+    return ENG_ERR_NOMEM;
+}
+
+void eng_state_free(eng_state *s) {
+    if (!s) return;
+    eng_kvcache_free(&s->kv);
+    eng_free(s->mem);
+    eng_free(s);
+}
+
+void eng_state_reset(eng_state *s) {
+    eng_kvcache_clear(&s->kv);
+    s->n_past = 0;
+}
+
+const char *eng_state_errmsg(const eng_state *s) { return s ? s->err : "no state"; }
+
+/* Copy the chunk's rotated keys and values into the next free slots of each
+ * head of layer l, and record how many keys each query may see. */
+static void cache_append(eng_state *s, int l, int T) {
+    const eng_config *c = &s->model->cfg;
+    int NH = c->n_head, D = c->head_dim, C = c->n_embd;
+    eng_kvcache *kv = &s->kv;
+    float *K = eng_kvcache_k(kv, l), *V = eng_kvcache_v(kv, l);
+    int32_t *n = eng_kvcache_n(kv, l);
+    for (int h = 0; h < NH; h++) {
+        int32_t base = n[h];
+        int32_t *pos = eng_kvcache_pos(kv, l, h);
+        for (int t = 0; t < T; t++) {
+            const float *row = s->qkv + (size_t)t * 3 * C;
+            size_t slot = ((size_t)h * kv->cap + base + t) * D;
+            memcpy(K + slot, row + C + (size_t)h * D, (size_t)D * sizeof(float));
+            memcpy(V + slot, row + 2 * C + (size_t)h * D, (size_t)D * sizeof(float));
+            pos[base + t] = s->pos[t];
+            s->n_vis[h * T + t] = base + t + 1;
+        }
+        n[h] = base + T;
+    }
+}
+
+static void layer_forward(eng_state *s, int l, int T) {
+    const eng_model *m = s->model;
+    const eng_config *c = &m->cfg;
+    const eng_weights *w = &m->w;
+    size_t C = c->n_embd, F = c->n_ff;
+    int NH = c->n_head, D = c->head_dim;
+
+    // attention branch: ln1 -> qkv -> rope(q, k) -> cache -> attend -> dense
+    kn_layernorm(s->h, s->x, w->ln1_w + l * C, w->ln1_b + l * C, T, (int)C, c->ln_eps);
+    kn_matmul(s->qkv, s->h, w->qkv_w + l * 3 * C * C, w->qkv_b + l * 3 * C, T, (int)C, (int)(3 * C));
+    kn_rope(s->qkv, T, NH, D, 3 * C, c->n_rot, s->rope_cos, s->rope_sin);
+    kn_rope(s->qkv + C, T, NH, D, 3 * C, c->n_rot, s->rope_cos, s->rope_sin);
+    cache_append(s, l, T);
+    kn_attention(s->att, s->qkv, 3 * C, eng_kvcache_k(&s->kv, l), eng_kvcache_v(&s->kv, l), T, NH, D,
+                 s->kv.cap, s->n_vis, s->att_scratch, NULL);
+    kn_matmul(s->ao, s->att, w->o_w + l * C * C, w->o_b + l * C, T, (int)C, (int)C);
+
+    // MLP branch reads ln2(x) of the same x (parallel) or of x + attn (sequential)
+    if (!c->parallel_residual) kn_add2(s->x, s->ao, NULL, (size_t)T * C);
+    kn_layernorm(s->h, s->x, w->ln2_w + l * C, w->ln2_b + l * C, T, (int)C, c->ln_eps);
+    kn_matmul(s->ff, s->h, w->fc1_w + l * F * C, w->fc1_b + l * F, T, (int)C, (int)F);
+    kn_gelu(s->ff, (size_t)T * F);
+    kn_matmul(s->mo, s->ff, w->fc2_w + l * C * F, w->fc2_b + l * C, T, (int)F, (int)C);
+    kn_add2(s->x, c->parallel_residual ? s->ao : s->mo, c->parallel_residual ? s->mo : NULL,
+            (size_t)T * C);
+}
+
+static eng_status forward_chunk(eng_state *s, const int32_t *tok, int T, float *logits, int all_logits) {
+    const eng_model *m = s->model;
+    const eng_config *c = &m->cfg;
+    size_t C = c->n_embd, V = c->n_vocab;
+    for (int t = 0; t < T; t++) {
+        memcpy(s->x + t * C, m->w.embed_in + (size_t)tok[t] * C, C * sizeof(float));
+        s->pos[t] = s->n_past + t;
+    }
+    if (s->trace) s->trace(s->trace_ud, 0, s->x, T, (int)C, s->n_past);
+    kn_rope_table(s->rope_cos, s->rope_sin, s->inv_freq, s->pos, T, c->n_rot);
+    for (int l = 0; l < c->n_layer; l++) {
+        layer_forward(s, l, T);
+        if (s->trace) s->trace(s->trace_ud, l + 1, s->x, T, (int)C, s->n_past);
+    }
+    kn_layernorm(s->h, s->x, m->w.lnf_w, m->w.lnf_b, T, (int)C, c->ln_eps);
+    if (s->trace) s->trace(s->trace_ud, c->n_layer + 1, s->h, T, (int)C, s->n_past);
+    if (logits) {
+        if (all_logits)
+            kn_matmul(logits, s->h, m->w.embed_out, NULL, T, (int)C, (int)V);
+        else
+            kn_matmul(logits, s->h + (size_t)(T - 1) * C, m->w.embed_out, NULL, 1, (int)C, (int)V);
+    }
+    s->n_past += T;
+    return ENG_OK;
+}
+
+eng_status eng_forward(eng_state *s, const int32_t *tokens, int n, float *logits, int all_logits) {
+    const eng_config *c = &s->model->cfg;
+    if (n <= 0) {
+        eng_errf(s->err, sizeof s->err, "forward: no tokens");
+        return ENG_ERR_INVAL;
+    }
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->n_vocab) {
+            eng_errf(s->err, sizeof s->err, "forward: token %d at index %d outside vocab [0, %d)",
+                     tokens[i], i, c->n_vocab);
+            return ENG_ERR_INVAL;
+        }
+    int32_t most = 0;
+    for (int i = 0; i < c->n_layer * c->n_head; i++)
+        if (s->kv.n[i] > most) most = s->kv.n[i];
+    if ((int64_t)most + n > s->kv.cap) {
+        eng_errf(s->err, sizeof s->err, "forward: KV cache holds %d of %d tokens; %d more do not fit",
+                 most, s->kv.cap, n);
+        return ENG_ERR_CAPACITY;
+    }
+    for (int i = 0; i < n; i += s->n_batch) {
+        int T = n - i < s->n_batch ? n - i : s->n_batch;
+        int last = i + T == n;
+        float *lg = NULL;
+        if (logits && all_logits) lg = logits + (size_t)i * c->n_vocab;
+        else if (logits && last) lg = logits;
+        eng_status st = forward_chunk(s, tokens + i, T, lg, all_logits);
+        if (st != ENG_OK) return st;
+    }
+    return ENG_OK;
+}

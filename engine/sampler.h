@@ -1,0 +1,31 @@
+/* sampler.h — next-token choice from logits: greedy (temperature 0) or
+ * sampling with temperature, top-k and top-p applied in HF's order
+ * (temperature, then top-k, then top-p). The RNG is an explicit xorshift64*
+ * state seeded by the caller, so every draw is reproducible; scratch is
+ * allocated once at init (no allocation per token). */
+#ifndef ENGINE_SAMPLER_H
+#define ENGINE_SAMPLER_H
+
+#include "eng.h"
+
+typedef struct eng_sampler {
+    int n_vocab;
+    float temperature;   /* 0: greedy */
+    int top_k;           /* 0: off */
+    float top_p;         /* 1: off */
+    uint64_t rng;
+    float *prob;         /* (V) scratch */
+    int32_t *idx;        /* (V) scratch */
+} eng_sampler;
+
+eng_status eng_sampler_init(eng_sampler *s, int n_vocab, float temperature, int top_k, float top_p,
+                            uint64_t seed);
+void eng_sampler_free(eng_sampler *s);
+
+/* Index of the largest logit (lowest index on ties, like torch.argmax). */
+int32_t eng_argmax(const float *logits, int n);
+int32_t eng_sampler_sample(eng_sampler *s, const float *logits);
+/* Uniform double in [0, 1) from the sampler's RNG. */
+double eng_sampler_uniform(eng_sampler *s);
+
+#endif /* ENGINE_SAMPLER_H */

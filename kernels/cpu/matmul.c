@@ -1,0 +1,32 @@
+/* matmul.c — y = x·wᵀ + b for nn.Linear weights stored [out, in] row-major.
+ *
+ * kn_matmul goes to OpenBLAS: sgemv for one row (decode), sgemm for many
+ * (prefill). The bias is written into y first and BLAS accumulates onto it
+ * (beta = 1), so no extra pass over y. kn_matmul_ref is the naive reference
+ * with double accumulation. */
+#include "kn.h"
+
+#include <cblas.h>
+#include <string.h>
+
+void kn_matmul(float *y, const float *x, const float *w, const float *b, int M, int K, int N) {
+    float beta = 0.0f;
+    if (b) {
+        for (int i = 0; i < M; i++) memcpy(y + (size_t)i * N, b, (size_t)N * sizeof(float));
+        beta = 1.0f;
+    }
+    if (M == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, w, K, x, 1, beta, y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, beta, y, N);
+}
+
+void kn_matmul_ref(float *y, const float *x, const float *w, const float *b, int M, int K, int N) {
+    for (int i = 0; i < M; i++)
+        for (int o = 0; o < N; o++) {
+            double acc = b ? b[o] : 0.0;
+            const float *xr = x + (size_t)i * K, *wr = w + (size_t)o * K;
+            for (int k = 0; k < K; k++) acc += (double)xr[k] * wr[k];
+            y[(size_t)i * N + o] = (float)acc;
+        }
+}
