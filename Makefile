@@ -77,6 +77,11 @@ $(BUILD)/kvrun: $(BUILD)/engine/kvrun_main.o $(LIBS)
 	@echo "  LD    $@"
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+# Benchmarks are plain programs (tests/bench_*.c), built by `make bench`.
+$(BUILD)/bench_%: $(BUILD)/tests/bench_%.o $(LIBS)
+	@echo "  LD    $@"
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_HELP) $(LIBS)
 	@echo "  LD    $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -lcunit $(LDLIBS) -o $@
@@ -90,7 +95,7 @@ deps:
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all
-	$(Q)sh tests/run_all.sh $(BUILD) $(TEST_BIN)
+	$(Q)sh tests/run_all.sh $(BUILD) $(TEST_BIN) $(wildcard tests/test_*.sh)
 
 # Same tests under AddressSanitizer + UBSan, in their own build tree.
 asan: deps
@@ -102,7 +107,8 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	$(Q)sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 
-bench: deps all
+BENCH_BIN := $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/bench_*.c))
+bench: deps all $(BENCH_BIN)
 	$(Q)sh ops/bench.sh $(BUILD)
 
 check-deps:

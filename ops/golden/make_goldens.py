@@ -193,6 +193,10 @@ def build_one(spec, seed, out, tok):
             "generator": "ops/golden/make_goldens.py", "transformers": __import__("transformers").__version__,
             "torch": torch.__version__}
     json.dump(meta, open(os.path.join(gdir, "golden.json"), "w"))
+    # plain-text copies for the shell tests of the CLI (no JSON tool needed)
+    open(os.path.join(gdir, "prompt_ids.txt"), "w").write(" ".join(map(str, prompt)) + "\n")
+    open(os.path.join(gdir, "greedy_ids.txt"), "w").write(" ".join(map(str, greedy)) + "\n")
+    open(os.path.join(gdir, "all_ids.txt"), "w").write(" ".join(map(str, gen_ids)) + "\n")
     print(f"{name:18s} seed={seed} N={N} V={V} ppl={ppl:.4f} min_margin={margin:.4f}")
     return True
 
