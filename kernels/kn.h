@@ -30,6 +30,19 @@ int kn_get_threads(void);
 void kn_matmul(float *y, const float *x, const float *w, const float *b, int M, int K, int N);
 void kn_matmul_ref(float *y, const float *x, const float *w, const float *b, int M, int K, int N);
 
+/* Weights kept in a checkpoint's 16-bit dtype (matmul_lp.c). */
+typedef enum kn_wtype { KN_W_F32 = 0, KN_W_F16 = 1, KN_W_BF16 = 2 } kn_wtype;
+#define KN_LP_TILE 256
+/* y(M,N) = x(M,K) · w(N,K)ᵀ + b(N) with w fp16/bf16 converted on the fly.
+ * scratch: (KN_LP_TILE, K) floats, used when M > 8 (prefill tiles). */
+void kn_matmul_lp(float *y, const float *x, const uint16_t *w, kn_wtype wt, const float *b, int M, int K,
+                  int N, float *scratch);
+void kn_matmul_lp_ref(float *y, const float *x, const uint16_t *w, kn_wtype wt, const float *b, int M, int K,
+                      int N);
+/* Exact conversions of n 16-bit values. */
+void kn_f16_to_f32(float *dst, const uint16_t *src, size_t n);
+void kn_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
+
 /* out(M,C) = (x - mean) / sqrt(var + eps) * w + b, biased variance per row. */
 void kn_layernorm(float *out, const float *x, const float *w, const float *b, int M, int C, float eps);
 void kn_layernorm_ref(float *out, const float *x, const float *w, const float *b, int M, int C, float eps);

@@ -144,6 +144,52 @@ static void test_attention(void) {
     }
 }
 
+/* Every one of the 65536 half values converts exactly (compiler's _Float16
+ * is the yardstick); bf16 is the top half of an fp32. */
+static void test_f16_conversion(void) {
+    uint16_t *h = malloc(65536 * sizeof(uint16_t));
+    float *f = malloc(65536 * sizeof(float));
+    for (int i = 0; i < 65536; i++) h[i] = (uint16_t)i;
+    kn_f16_to_f32(f, h, 65536);
+    int bad = 0;
+    for (int i = 0; i < 65536; i++) {
+        _Float16 x;
+        memcpy(&x, &h[i], 2);
+        float want = (float)x;
+        if (isnan(want) ? !isnan(f[i]) : memcmp(&want, &f[i], 4) != 0) bad++;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    kn_bf16_to_f32(f, h, 65536);
+    for (int i = 0; i < 65536; i++) {
+        uint32_t u = (uint32_t)i << 16;
+        if (memcmp(&u, &f[i], 4) != 0) bad++;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    free(h); free(f);
+}
+
+static void test_matmul_lp(void) {
+    int shapes[][3] = {{1, 7, 5}, {1, 64, 512}, {3, 33, 17}, {8, 80, 300}, {9, 80, 300}, {40, 256, 600}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        float *x = rnd((size_t)M * K), *b = rnd(N), *scr = malloc((size_t)KN_LP_TILE * K * sizeof(float));
+        uint16_t *w = malloc((size_t)N * K * sizeof(uint16_t));
+        for (size_t i = 0; i < (size_t)N * K; i++) {
+            _Float16 hv = (_Float16)frand();
+            memcpy(&w[i], &hv, 2);
+        }
+        for (int wt = KN_W_F16; wt <= KN_W_BF16; wt++) {
+            float *y = guarded((size_t)M * N), *r = guarded((size_t)M * N);
+            kn_matmul_lp(y, x, w, (kn_wtype)wt, s % 2 ? b : NULL, M, K, N, scr);
+            kn_matmul_lp_ref(r, x, w, (kn_wtype)wt, s % 2 ? b : NULL, M, K, N);
+            CU_ASSERT(close_enough(y, r, (size_t)M * N, 1e-5f, 1e-5f, "matmul_lp"));
+            CU_ASSERT(guards_ok(y, (size_t)M * N));
+            guarded_free(y); guarded_free(r);
+        }
+        free(x); free(b); free(scr); free(w);
+    }
+}
+
 static void test_cuda_device(void) {
     int n = kn_cuda_device_count();
     if (n == 0) {
@@ -158,6 +204,8 @@ int main(void) {
     kn_set_threads(2);
     CU_pSuite s = CU_add_suite("kernels", NULL, NULL);
     CU_add_test(s, "matmul vs ref (sgemv/sgemm, bias)", test_matmul);
+    CU_add_test(s, "fp16/bf16 -> fp32 conversion exact (all 65536)", test_f16_conversion);
+    CU_add_test(s, "matmul with fp16/bf16 weights vs ref (gemv + tiled sgemm)", test_matmul_lp);
     CU_add_test(s, "layernorm vs ref", test_layernorm);
     CU_add_test(s, "gelu (erf) vs ref", test_gelu);
     CU_add_test(s, "rope partial rotate-half vs ref", test_rope);
