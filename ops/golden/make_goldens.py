@@ -21,6 +21,7 @@ matters to the logits and greedy steps have clear margins.
   python3 ops/golden/make_goldens.py [--tokenizer PATH] [--out tests/data]
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -112,19 +113,20 @@ def build_one(spec, seed, out, tok):
     cfg = GPTNeoXConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L, num_attention_heads=nh,
                         intermediate_size=F, max_position_embeddings=256, layer_norm_eps=1e-5,
                         use_parallel_residual=extra.get("parallel", True), hidden_act="gelu",
-                        rotary_pct=0.25, rotary_emb_base=base, bos_token_id=0, eos_token_id=0,
+                        rope_parameters={"rope_type": "default", "rope_theta": base,
+                                         "partial_rotary_factor": 0.25},
+                        bos_token_id=0, eos_token_id=0,
                         tie_word_embeddings=False, attn_implementation="eager")
     gen = torch.Generator().manual_seed(seed)
     model = GPTNeoXForCausalLM(cfg).eval()
     reinit(model, gen)
-    # Round through the storage dtype, then compute in fp32 on exactly the
-    # values the file holds (what the C engine does after conversion).
-    model = model.to(DT[dtype]).to(torch.float32)
-
     mdir = os.path.join(out, "models", name)
     shutil.rmtree(mdir, ignore_errors=True)
-    model.to(DT[dtype]).save_pretrained(mdir, max_shard_size=extra.get("shard", "2GB"))
-    model = model.to(torch.float32)
+    # nn.Module.to() is in place and also casts buffers (RoPE inv_freq), so
+    # save a 16-bit copy and compute the goldens from the file as a user would:
+    # from_pretrained(dtype=float32) upcasts exactly the stored values.
+
+    copy.deepcopy(model).to(DT[dtype]).save_pretrained(mdir, max_shard_size=extra.get("shard", "2GB"))
     for f in ("generation_config.json",):
         if os.path.exists(os.path.join(mdir, f)):
             os.remove(os.path.join(mdir, f))
@@ -140,16 +142,27 @@ def build_one(spec, seed, out, tok):
             R = int(C // nh * 0.25)
             sd[pre + "rotary_emb.inv_freq"] = 1.0 / (base ** (torch.arange(0, R, 2).float() / R))
         save_file(sd, p, metadata={"format": "pt"})
-    # The saved file must hold exactly the parameters we compute with.
+    # Compute with a fresh fp32 model (RoPE inv_freq computed in fp32 from the
+    # config, as from_pretrained(dtype=float32) does) holding exactly the
+    # stored parameters, upcast. Not from_pretrained itself: transformers 5.23
+    # ignores top-level partial_rotary_factor/rope_theta in config.json for
+    # GPT-NeoX (it honours rotary_pct/rotary_emb_base and rope_parameters).
     saved = {}
     for fn in os.listdir(mdir):
         if fn.endswith(".safetensors"):
             saved.update(load_file(os.path.join(mdir, fn)))
+    ref = model
+    model = GPTNeoXForCausalLM(cfg).eval()
+    sd = {("lm_head.weight" if k == "embed_out.weight" else k): v.float() for k, v in saved.items()
+          if not (k.endswith("attention.bias") or k.endswith("masked_bias") or k.endswith("inv_freq"))}
+    model.load_state_dict(sd, strict=True)
     assert model.lm_head.weight.data_ptr() != model.gpt_neox.embed_in.weight.data_ptr()
     for k, v in model.state_dict().items():
-        k = "embed_out.weight" if k == "lm_head.weight" else k   # transformers 5 renames on save
-        assert torch.equal(saved[k].float(), v), k
+        assert torch.equal(ref.state_dict()[k].to(DT[dtype]).float(), v), k
     assert len(saved) == len(model.state_dict()) + (3 * L if extra.get("old_buffers") else 0)
+    if extra.get("spelling") != "top":   # HF reads the other two spellings back identically
+        back = GPTNeoXForCausalLM.from_pretrained(mdir, dtype=torch.float32).config.rope_parameters
+        assert back["rope_theta"] == base and back["partial_rotary_factor"] == 0.25, back
 
     g = torch.Generator().manual_seed(seed + 1000)
     if extra.get("text_prompt") and tok is not None:
