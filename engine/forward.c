@@ -28,9 +28,10 @@ eng_status eng_state_init(eng_state **out, const eng_model *m, int n_ctx, int n_
     size_t sizes[] = {
         B * C, B * C, B * 3 * C, B * C, B * C, B * (size_t)c->n_ff, B * C, B * (size_t)c->n_vocab,
         R2 + 1, B * R2 + 1, B * R2 + 1, (size_t)s->n_threads * n_ctx,
+        m->w.wtype == KN_W_F32 ? 0 : (size_t)KN_LP_TILE * (size_t)(c->n_ff > c->n_embd ? c->n_ff : c->n_embd),
     };
     float **ptrs[] = {&s->x, &s->h, &s->qkv, &s->att, &s->ao, &s->ff, &s->mo, &s->logits,
-                      &s->inv_freq, &s->rope_cos, &s->rope_sin, &s->att_scratch};
+                      &s->inv_freq, &s->rope_cos, &s->rope_sin, &s->att_scratch, &s->lp_scratch};
     size_t n_f = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) n_f += sizes[i];
     size_t n_i = B + (size_t)c->n_head * B;
@@ -89,6 +90,16 @@ static void cache_append(eng_state *s, int l, int T) {
     }
 }
 
+/* y(M,N) = x(M,K) · W(N,K)ᵀ + b for the n-th (N,K) block of a weight
+ * matrix held fp32 (w32) or 16-bit (w16), whichever the model keeps. */
+static void matmul(const eng_state *s, float *y, const float *x, const float *w32, const uint16_t *w16,
+                   size_t block, const float *b, int M, int K, int N) {
+    size_t off = block * (size_t)N * (size_t)K;
+    kn_wtype wt = s->model->w.wtype;
+    if (wt == KN_W_F32) kn_matmul(y, x, w32 + off, b, M, K, N);
+    else kn_matmul_lp(y, x, w16 + off, wt, b, M, K, N, s->lp_scratch);
+}
+
 static void layer_forward(eng_state *s, int l, int T) {
     const eng_model *m = s->model;
     const eng_config *c = &m->cfg;
@@ -98,20 +109,20 @@ static void layer_forward(eng_state *s, int l, int T) {
 
     // attention branch: ln1 -> qkv -> rope(q, k) -> cache -> attend -> dense
     kn_layernorm(s->h, s->x, w->ln1_w + l * C, w->ln1_b + l * C, T, (int)C, c->ln_eps);
-    kn_matmul(s->qkv, s->h, w->qkv_w + l * 3 * C * C, w->qkv_b + l * 3 * C, T, (int)C, (int)(3 * C));
+    matmul(s, s->qkv, s->h, w->qkv_w, w->qkv_w_h, l, w->qkv_b + l * 3 * C, T, (int)C, (int)(3 * C));
     kn_rope(s->qkv, T, NH, D, 3 * C, c->n_rot, s->rope_cos, s->rope_sin);
     kn_rope(s->qkv + C, T, NH, D, 3 * C, c->n_rot, s->rope_cos, s->rope_sin);
     cache_append(s, l, T);
     kn_attention(s->att, s->qkv, 3 * C, eng_kvcache_k(&s->kv, l), eng_kvcache_v(&s->kv, l), T, NH, D,
                  s->kv.cap, s->n_vis, s->att_scratch, NULL);
-    kn_matmul(s->ao, s->att, w->o_w + l * C * C, w->o_b + l * C, T, (int)C, (int)C);
+    matmul(s, s->ao, s->att, w->o_w, w->o_w_h, l, w->o_b + l * C, T, (int)C, (int)C);
 
     // MLP branch reads ln2(x) of the same x (parallel) or of x + attn (sequential)
     if (!c->parallel_residual) kn_add2(s->x, s->ao, NULL, (size_t)T * C);
     kn_layernorm(s->h, s->x, w->ln2_w + l * C, w->ln2_b + l * C, T, (int)C, c->ln_eps);
-    kn_matmul(s->ff, s->h, w->fc1_w + l * F * C, w->fc1_b + l * F, T, (int)C, (int)F);
+    matmul(s, s->ff, s->h, w->fc1_w, w->fc1_w_h, l, w->fc1_b + l * F, T, (int)C, (int)F);
     kn_gelu(s->ff, (size_t)T * F);
-    kn_matmul(s->mo, s->ff, w->fc2_w + l * C * F, w->fc2_b + l * C, T, (int)F, (int)C);
+    matmul(s, s->mo, s->ff, w->fc2_w, w->fc2_w_h, l, w->fc2_b + l * C, T, (int)F, (int)C);
     kn_add2(s->x, c->parallel_residual ? s->ao : s->mo, c->parallel_residual ? s->mo : NULL,
             (size_t)T * C);
 }
@@ -121,7 +132,10 @@ static eng_status forward_chunk(eng_state *s, const int32_t *tok, int T, float *
     const eng_config *c = &m->cfg;
     size_t C = c->n_embd, V = c->n_vocab;
     for (int t = 0; t < T; t++) {
-        memcpy(s->x + t * C, m->w.embed_in + (size_t)tok[t] * C, C * sizeof(float));
+        size_t row = (size_t)tok[t] * C;
+        if (m->w.wtype == KN_W_F32) memcpy(s->x + t * C, m->w.embed_in + row, C * sizeof(float));
+        else if (m->w.wtype == KN_W_F16) kn_f16_to_f32(s->x + t * C, m->w.embed_in_h + row, C);
+        else kn_bf16_to_f32(s->x + t * C, m->w.embed_in_h + row, C);
         s->pos[t] = s->n_past + t;
     }
     if (s->trace) s->trace(s->trace_ud, 0, s->x, T, (int)C, s->n_past);
@@ -134,9 +148,10 @@ static eng_status forward_chunk(eng_state *s, const int32_t *tok, int T, float *
     if (s->trace) s->trace(s->trace_ud, c->n_layer + 1, s->h, T, (int)C, s->n_past);
     if (logits) {
         if (all_logits)
-            kn_matmul(logits, s->h, m->w.embed_out, NULL, T, (int)C, (int)V);
+            matmul(s, logits, s->h, m->w.embed_out, m->w.embed_out_h, 0, NULL, T, (int)C, (int)V);
         else
-            kn_matmul(logits, s->h + (size_t)(T - 1) * C, m->w.embed_out, NULL, 1, (int)C, (int)V);
+            matmul(s, logits, s->h + (size_t)(T - 1) * C, m->w.embed_out, m->w.embed_out_h, 0, NULL, 1, (int)C,
+                   (int)V);
     }
     s->n_past += T;
     return ENG_OK;

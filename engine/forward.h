@@ -44,6 +44,7 @@ typedef struct eng_state {
     float *rope_cos;   /* (B, R/2) */
     float *rope_sin;   /* (B, R/2) */
     float *att_scratch;/* (n_threads, cap) */
+    float *lp_scratch; /* (KN_LP_TILE, max(C, F)) 16-bit weight tiles for prefill; unused for fp32 */
     int n_threads;
     void *mem;         /* the single activation allocation */
     eng_trace_fn trace;

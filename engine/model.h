@@ -16,6 +16,7 @@
 #define ENGINE_MODEL_H
 
 #include "eng.h"
+#include "kn.h"
 
 typedef struct eng_config {
     int n_layer;            /* num_hidden_layers */
@@ -50,13 +51,20 @@ typedef struct eng_weights {
     float *lnf_w;      /* (C)         final_layer_norm.weight */
     float *lnf_b;      /* (C) */
     float *embed_out;  /* (V, C)      no bias, not tied to embed_in */
+    /* When the checkpoint's matrices are all F16 or all BF16 and the caller
+     * asked to keep them (eng_load_opts.keep_16bit), the six matrices stay
+     * in that dtype here (same shapes and QKV permutation) and their float
+     * fields above are NULL; wtype says which. LayerNorm parameters and
+     * biases are always fp32. */
+    kn_wtype wtype;
+    uint16_t *embed_in_h, *qkv_w_h, *o_w_h, *fc1_w_h, *fc2_w_h, *embed_out_h;
 } eng_weights;
 
 typedef struct eng_model {
     eng_config cfg;
     eng_weights w;
     float *mem;          /* the single allocation all eng_weights point into */
-    size_t n_params;     /* floats in mem */
+    size_t n_params;     /* parameters (fp32 and 16-bit together) */
     int src_dtype;       /* dtype of the first parameter read (st_dtype), for reporting */
     int n_ignored;       /* non-parameter tensors skipped */
     char dir[1024];      /* model directory, as given */
@@ -72,6 +80,15 @@ eng_status eng_config_parse(eng_config *cfg, const char *json, size_t len,
 /* Load `dir`/config.json and the weights. On failure *out is NULL and err
  * names the file and the field or tensor. */
 eng_status eng_model_load(eng_model **out, const char *dir, char *err, size_t n_err);
+
+typedef struct eng_load_opts {
+    int keep_16bit;   /* keep F16/BF16 matrices 16-bit (half the memory and bytes per token) */
+} eng_load_opts;
+/* eng_model_load with options; eng_model_load converts everything to fp32. */
+eng_status eng_model_load_ex(eng_model **out, const char *dir, const eng_load_opts *opts, char *err,
+                             size_t n_err);
+/* Bytes per parameter of the matrices as held (4 for fp32, 2 for 16-bit). */
+double eng_model_weight_bytes(const eng_model *m);
 void eng_model_free(eng_model *m);
 
 /* Bytes of weights read per decoded token (everything except embed_in),

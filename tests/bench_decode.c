@@ -43,8 +43,8 @@ static int bench_bandwidth(void) {
             memcpy(b + lo, a + lo, (hi - lo) * sizeof(float));
         }
         double t1 = now_s();
-        double s = 0;
-        #pragma omp parallel for reduction(+ : s)
+        float s = 0;
+        #pragma omp parallel for simd reduction(+ : s)
         for (size_t i = 0; i < n; i++) s += a[i];
         double t2 = now_s();
         sink += s;

@@ -29,7 +29,7 @@
 
 typedef struct golden {
     char name[256];
-    int L, C, V, N, n_prompt, n_rows;
+    int L, C, V, N, n_prompt, n_rows, is_16bit;
     int32_t *ids, *greedy, *rows, *argmax;
     double ppl, *lse;
     float *logits;   /* (n_rows, V) */
@@ -60,6 +60,7 @@ static int golden_load(golden *g, const char *name) {
     g->V = (int)json_integer_value(json_object_get(j, "n_vocab"));
     g->n_prompt = (int)json_integer_value(json_object_get(j, "n_prompt"));
     g->ppl = json_real_value(json_object_get(j, "ppl"));
+    g->is_16bit = strcmp(json_string_value(json_object_get(j, "dtype")), "f32") != 0;
     g->ids = int_array(json_object_get(j, "ids"), &g->N);
     g->greedy = int_array(json_object_get(j, "greedy"), &n);
     g->rows = int_array(json_object_get(j, "logit_rows"), &g->n_rows);
@@ -83,11 +84,15 @@ static void golden_free(golden *g) {
     free(g->logits); free(g->hidden);
 }
 
+/* 0: everything converted to fp32; 1: 16-bit matrices kept 16-bit. */
+static int g_keep16;
+
 static eng_model *model_load(const char *name) {
     char path[512], err[1024];
     snprintf(path, sizeof path, "models/%s", name);
     eng_model *m = NULL;
-    if (eng_model_load(&m, tu_data(path), err, sizeof err) != ENG_OK) {
+    eng_load_opts o = {.keep_16bit = g_keep16};
+    if (eng_model_load_ex(&m, tu_data(path), &o, err, sizeof err) != ENG_OK) {
         printf("\n    load %s: %s\n", name, err);
         return NULL;
     }
@@ -125,7 +130,7 @@ static int check_logits(const golden *g, const float *lg, const char *what) {
         if (fabs(log(s) + mx - g->lse[t]) > LOGIT_TOL) { ok = 0; printf("\n    %s %s: lse differs at %d\n", g->name, what, t); break; }
         if (eng_argmax(row, g->V) != g->argmax[t]) { ok = 0; printf("\n    %s %s: argmax differs at %d\n", g->name, what, t); break; }
     }
-    printf("\n    %-16s %-8s max|dlogit| = %.2e", g->name, what, worst);
+    printf("\n    %-16s %-8s %s max|dlogit| = %.2e", g->name, what, g_keep16 ? "w16" : "w32", worst);
     return ok && worst <= LOGIT_TOL;
 }
 
@@ -137,6 +142,7 @@ static void test_prefill(void) {
         CU_ASSERT_FATAL(m != NULL);
         CU_ASSERT_EQUAL(m->cfg.n_layer, g.L);
         CU_ASSERT_EQUAL(m->cfg.n_vocab, g.V);
+        CU_ASSERT_EQUAL(m->w.wtype != KN_W_F32, g_keep16 && g.is_16bit);   /* the mode under test is real */
         eng_state *s = NULL;
         char err[256];
         CU_ASSERT_FATAL(eng_state_init(&s, m, g.N, 13, err, sizeof err) == ENG_OK);   /* 13: uneven chunks */
@@ -256,6 +262,9 @@ static void test_errors(void) {
     eng_model_free(m);
 }
 
+static int keep16_on(void) { g_keep16 = 1; return 0; }
+static int keep16_off(void) { g_keep16 = 0; return 0; }
+
 static int cmp_name(const void *a, const void *b) { return strcmp(a, b); }
 
 int main(void) {
@@ -271,6 +280,10 @@ int main(void) {
     CU_add_test(s, "chunked prefill: hidden states + logits vs HF", test_prefill);
     CU_add_test(s, "token-by-token decode: logits + PPL vs HF", test_decode);
     CU_add_test(s, "greedy 64 tokens == HF generate", test_greedy);
+    CU_pSuite s16 = CU_add_suite("forward_golden_16bit_weights", keep16_on, keep16_off);
+    CU_add_test(s16, "chunked prefill: hidden states + logits vs HF", test_prefill);
+    CU_add_test(s16, "token-by-token decode: logits + PPL vs HF", test_decode);
+    CU_add_test(s16, "greedy 64 tokens == HF generate", test_greedy);
     CU_pSuite c = CU_add_suite("forward_contracts", NULL, NULL);
     CU_add_test(c, "bad token, capacity, OOM in init", test_errors);
     if (g_n_names < 7) {
