@@ -123,10 +123,15 @@ static int load_tokenizer(const char *path, eng_tokenizer **tok) {
     return 0;
 }
 
+/* --weights: "auto" keeps F16/BF16 matrices 16-bit (same results up to
+ * summation order, half the memory traffic), "f32" converts everything. */
+static const char *g_weights = "auto";
+
 static int load_model(const char *dir, eng_model **m) {
     char err[ERRLEN];
     if (!dir) return fail("%s%s", "--model DIR is required", "");
-    if (eng_model_load(m, dir, err, sizeof err) != ENG_OK) return fail("%s%s", err, "");
+    eng_load_opts o = {.keep_16bit = strcmp(g_weights, "f32") != 0};
+    if (eng_model_load_ex(m, dir, &o, err, sizeof err) != ENG_OK) return fail("%s%s", err, "");
     return 0;
 }
 
@@ -250,7 +255,7 @@ typedef struct run_opts {
 
 enum { O_MODEL = 256, O_TOK, O_DATA, O_PROMPT, O_PROMPT_IDS, O_IDS_FILE, O_OUT, O_THREADS, O_DOC,
        O_OFFSET, O_TOKENS, O_CHUNK, O_MAX_NEW, O_TOP_K, O_SEED, O_TEMP, O_TOP_P, O_JSON, O_IGN_EOS,
-       O_PRINT_IDS, O_BATCH };
+       O_PRINT_IDS, O_BATCH, O_WEIGHTS };
 
 static const struct option g_run_opts[] = {
     {"model", required_argument, 0, O_MODEL}, {"tokenizer", required_argument, 0, O_TOK},
@@ -263,7 +268,7 @@ static const struct option g_run_opts[] = {
     {"seed", required_argument, 0, O_SEED}, {"temperature", required_argument, 0, O_TEMP},
     {"top-p", required_argument, 0, O_TOP_P}, {"json", no_argument, 0, O_JSON},
     {"ignore-eos", no_argument, 0, O_IGN_EOS}, {"print-ids", no_argument, 0, O_PRINT_IDS},
-    {"batch", required_argument, 0, O_BATCH}, {0, 0, 0, 0}};
+    {"batch", required_argument, 0, O_BATCH}, {"weights", required_argument, 0, O_WEIGHTS}, {0, 0, 0, 0}};
 
 /* Parses the flags shared by logits/ppl/generate; `allowed` lists the
  * option codes this subcommand accepts (others are usage errors). */
@@ -298,6 +303,10 @@ static int parse_run_opts(const char *cmd, int argc, char **argv, run_opts *o, c
         case O_JSON: o->json = 1; break;
         case O_IGN_EOS: o->ignore_eos = 1; break;
         case O_PRINT_IDS: o->print_ids = 1; break;
+        case O_WEIGHTS:
+            bad = strcmp(optarg, "auto") && strcmp(optarg, "f32");
+            g_weights = optarg;
+            break;
         default: return usage_error(cmd, "unknown flag");
         }
         if (bad) {
@@ -313,7 +322,7 @@ static int parse_run_opts(const char *cmd, int argc, char **argv, run_opts *o, c
 /* ------------------------------------------------------------------ logits */
 
 static int cmd_logits(int argc, char **argv) {
-    static const int allowed[] = {O_MODEL, O_IDS_FILE, O_OUT, O_THREADS, O_BATCH, 0};
+    static const int allowed[] = {O_MODEL, O_IDS_FILE, O_OUT, O_THREADS, O_BATCH, O_WEIGHTS, 0};
     run_opts o;
     int rc = parse_run_opts("logits", argc, argv, &o, allowed);
     if (rc) return rc;
@@ -369,7 +378,7 @@ static double token_nll(const float *lg, int V, int32_t target, int *correct) {
 
 static int cmd_ppl(int argc, char **argv) {
     static const int allowed[] = {O_MODEL, O_TOK, O_DATA, O_DOC, O_OFFSET, O_TOKENS, O_CHUNK,
-                                  O_THREADS, O_JSON, O_BATCH, 0};
+                                  O_THREADS, O_JSON, O_BATCH, O_WEIGHTS, 0};
     run_opts o;
     int rc = parse_run_opts("ppl", argc, argv, &o, allowed);
     if (rc) return rc;
@@ -461,7 +470,7 @@ done:
 
 static int cmd_generate(int argc, char **argv) {
     static const int allowed[] = {O_MODEL, O_TOK, O_PROMPT, O_PROMPT_IDS, O_MAX_NEW, O_TEMP, O_TOP_K,
-                                  O_TOP_P, O_SEED, O_THREADS, O_JSON, O_IGN_EOS, O_PRINT_IDS, O_BATCH, 0};
+                                  O_TOP_P, O_SEED, O_THREADS, O_JSON, O_IGN_EOS, O_PRINT_IDS, O_BATCH, O_WEIGHTS, 0};
     run_opts o;
     int rc = parse_run_opts("generate", argc, argv, &o, allowed);
     if (rc) return rc;
@@ -584,7 +593,7 @@ static void usage(FILE *f) {
           "               [--top-k K] [--top-p P] [--seed S] [--ignore-eos] [--print-ids] [--json]\n"
           "  random-model --shape pythia-160m --out DIR [--dtype f32|f16|bf16] [--seed S] [--tokenizer PATH]\n"
           "common: --threads N (default: all cores), --tokenizer PATH (default DIR/tokenizer.json, then $KV_TOKENIZER),\n"
-          "        --batch N (prefill chunk, default 64)\n",
+          "        --batch N (prefill chunk, default 64), --weights auto|f32 (keep 16-bit matrices 16-bit, or not)\n",
           f);
 }
 

@@ -42,6 +42,13 @@ void kn_matmul_lp_ref(float *y, const float *x, const uint16_t *w, kn_wtype wt, 
 /* Exact conversions of n 16-bit values. */
 void kn_f16_to_f32(float *dst, const uint16_t *src, size_t n);
 void kn_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
+void kn_f16_or_bf16_to_f32(float *dst, const uint16_t *src, size_t n, int f16);
+/* Tests: force the portable C paths (1) or allow CPU-specific ones (0). */
+void kn_set_portable(int on);
+/* The AVX2/F16C batch-1 path of kn_matmul_lp (M <= 8), when the CPU has it. */
+int kn_gemv_lp_x86_available(void);
+void kn_gemv_lp_x86(float *y, const float *x, const uint16_t *w, kn_wtype wt, const float *b, int M, int K,
+                    int N);
 
 /* out(M,C) = (x - mean) / sqrt(var + eps) * w + b, biased variance per row. */
 void kn_layernorm(float *out, const float *x, const float *w, const float *b, int M, int C, float eps);

@@ -70,7 +70,8 @@ int main(int argc, char **argv) {
     char err[1024];
     eng_model *m = NULL;
     double tl = now_s();
-    if (eng_model_load(&m, argv[1], err, sizeof err) != ENG_OK) {
+    eng_load_opts lo = {.keep_16bit = !(getenv("KV_WEIGHTS") && !strcmp(getenv("KV_WEIGHTS"), "f32"))};
+    if (eng_model_load_ex(&m, argv[1], &lo, err, sizeof err) != ENG_OK) {
         fprintf(stderr, "bench_decode: %s\n", err);
         return 1;
     }
@@ -92,10 +93,12 @@ int main(int argc, char **argv) {
         eng_forward(s, &next, 1, s->logits, 0);
         tdec += now_s() - a;
     }
-    double bytes = eng_model_decode_bytes(&m->cfg, 4.0);
+    double bytes = eng_model_decode_bytes(&m->cfg, eng_model_weight_bytes(m));
     printf("{\"bench\":\"decode\",\"model\":\"%s\",\"threads\":%d,\"load_s\":%.2f,\"prefill_tokens\":%d,"
-           "\"prefill_tok_s\":%.2f,\"decode_tokens\":%d,\"tpot_ms\":%.3f,\"decode_tok_s\":%.3f,\"bytes_per_token\":%.0f}\n",
-           argv[1], kn_get_threads(), tl, n_prompt, n_prompt / (t1 - t0), n_dec, tdec / n_dec * 1e3, n_dec / tdec, bytes);
+           "\"prefill_tok_s\":%.2f,\"decode_tokens\":%d,\"tpot_ms\":%.3f,\"decode_tok_s\":%.3f,\"bytes_per_token\":%.0f,"
+           "\"weights\":\"%s\"}\n",
+           argv[1], kn_get_threads(), tl, n_prompt, n_prompt / (t1 - t0), n_dec, tdec / n_dec * 1e3, n_dec / tdec, bytes,
+           m->w.wtype == KN_W_F32 ? "f32" : m->w.wtype == KN_W_F16 ? "f16" : "bf16");
     free(ids);
     eng_state_free(s);
     eng_model_free(m);

@@ -169,7 +169,8 @@ static void test_f16_conversion(void) {
 }
 
 static void test_matmul_lp(void) {
-    int shapes[][3] = {{1, 7, 5}, {1, 64, 512}, {3, 33, 17}, {8, 80, 300}, {9, 80, 300}, {40, 256, 600}};
+    int shapes[][3] = {{1, 7, 5}, {1, 64, 512}, {3, 33, 17}, {8, 80, 300}, {9, 80, 300}, {40, 256, 600},
+                       {1, 2560, 37}, {2, 10240, 9}, {1, 71, 3}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
         float *x = rnd((size_t)M * K), *b = rnd(N), *scr = malloc((size_t)KN_LP_TILE * K * sizeof(float));
@@ -178,14 +179,17 @@ static void test_matmul_lp(void) {
             _Float16 hv = (_Float16)frand();
             memcpy(&w[i], &hv, 2);
         }
-        for (int wt = KN_W_F16; wt <= KN_W_BF16; wt++) {
-            float *y = guarded((size_t)M * N), *r = guarded((size_t)M * N);
-            kn_matmul_lp(y, x, w, (kn_wtype)wt, s % 2 ? b : NULL, M, K, N, scr);
-            kn_matmul_lp_ref(r, x, w, (kn_wtype)wt, s % 2 ? b : NULL, M, K, N);
-            CU_ASSERT(close_enough(y, r, (size_t)M * N, 1e-5f, 1e-5f, "matmul_lp"));
-            CU_ASSERT(guards_ok(y, (size_t)M * N));
-            guarded_free(y); guarded_free(r);
-        }
+        for (int wt = KN_W_F16; wt <= KN_W_BF16; wt++)
+            for (int portable = 0; portable < 2; portable++) {   /* x86 AVX2/F16C path, then plain C */
+                float *y = guarded((size_t)M * N), *r = guarded((size_t)M * N);
+                kn_set_portable(portable);
+                kn_matmul_lp(y, x, w, (kn_wtype)wt, s % 2 ? b : NULL, M, K, N, scr);
+                kn_set_portable(0);
+                kn_matmul_lp_ref(r, x, w, (kn_wtype)wt, s % 2 ? b : NULL, M, K, N);
+                CU_ASSERT(close_enough(y, r, (size_t)M * N, 1e-5f, 1e-5f, "matmul_lp"));
+                CU_ASSERT(guards_ok(y, (size_t)M * N));
+                guarded_free(y); guarded_free(r);
+            }
         free(x); free(b); free(scr); free(w);
     }
 }

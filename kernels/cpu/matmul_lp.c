@@ -40,6 +40,11 @@ static inline float f16_to_f32(uint16_t h) {
 }
 static inline float bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
 
+void kn_f16_or_bf16_to_f32(float *dst, const uint16_t *src, size_t n, int f16) {
+    if (f16) kn_f16_to_f32(dst, src, n);
+    else kn_bf16_to_f32(dst, src, n);
+}
+
 void kn_f16_to_f32(float *dst, const uint16_t *src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(src[i]);
 }
@@ -71,6 +76,9 @@ DEFINE_GEMV(gemv_bf16_generic, bf16_to_f32, )
 DEFINE_GEMV(gemv_f16_avx2, f16_to_f32, __attribute__((target("avx2,fma"))))
 DEFINE_GEMV(gemv_bf16_avx2, bf16_to_f32, __attribute__((target("avx2,fma"))))
 
+static int g_use_x86 = 1;
+void kn_set_portable(int on) { g_use_x86 = !on; }
+
 static int have_avx2(void) {
     static int cached = -1;
     if (cached < 0) cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -79,6 +87,10 @@ static int have_avx2(void) {
 
 void kn_matmul_lp(float *y, const float *x, const uint16_t *w, kn_wtype wt, const float *b, int M, int K,
                   int N, float *scratch) {
+    if (M <= KN_GEMV_MAX_M && g_use_x86 && kn_gemv_lp_x86_available()) {
+        kn_gemv_lp_x86(y, x, w, wt, b, M, K, N);
+        return;
+    }
     if (M <= KN_GEMV_MAX_M) {
         int fast = have_avx2();
         if (wt == KN_W_F16) (fast ? gemv_f16_avx2 : gemv_f16_generic)(y, x, w, b, M, K, N);
