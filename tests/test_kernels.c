@@ -186,7 +186,8 @@ static void test_matmul_lp(void) {
                 kn_matmul_lp(y, x, w, (kn_wtype)wt, s % 2 ? b : NULL, M, K, N, scr);
                 kn_set_portable(0);
                 kn_matmul_lp_ref(r, x, w, (kn_wtype)wt, s % 2 ? b : NULL, M, K, N);
-                CU_ASSERT(close_enough(y, r, (size_t)M * N, 1e-5f, 1e-5f, "matmul_lp"));
+                /* fp32 summation error grows with K (the ref sums in double) */
+                CU_ASSERT(close_enough(y, r, (size_t)M * N, 1e-5f + 3e-8f * K, 1e-5f, "matmul_lp"));
                 CU_ASSERT(guards_ok(y, (size_t)M * N));
                 guarded_free(y); guarded_free(r);
             }
