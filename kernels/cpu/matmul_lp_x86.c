@@ -11,6 +11,7 @@
 #include "kn.h"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 
 __attribute__((target("avx2,fma,f16c"))) static inline __m256 load8(const uint16_t *p, int f16) {
@@ -48,8 +49,12 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_row(const float *x, co
 
 int kn_gemv_lp_x86_available(void) {
     static int cached = -1;
-    if (cached < 0)
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    if (cached < 0) {
+        /* F16C is CPUID.1:ECX bit 29 (clang 14's __builtin_cpu_supports has no "f16c") */
+        unsigned a, b, c, d;
+        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    }
     return cached;
 }
 
