@@ -29,8 +29,19 @@ __attribute__((target("avx2,fma,f16c"))) static inline float hsum(__m256 v) {
 
 /* One row: dot(x, w) with 4 independent accumulators (32 weights a step). */
 __attribute__((target("avx2,fma,f16c"))) static float dot_row(const float *x, const uint16_t *w, int K, int f16) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     int k = 0;
+    for (; k + 64 <= K; k += 64) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), load8(w + k, f16), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), load8(w + k + 8, f16), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 16), load8(w + k + 16, f16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 24), load8(w + k + 24, f16), a3);
+        a4 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 32), load8(w + k + 32, f16), a4);
+        a5 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 40), load8(w + k + 40, f16), a5);
+        a6 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 48), load8(w + k + 48, f16), a6);
+        a7 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 56), load8(w + k + 56, f16), a7);
+    }
+    a0 = _mm256_add_ps(a0, a4), a1 = _mm256_add_ps(a1, a5), a2 = _mm256_add_ps(a2, a6), a3 = _mm256_add_ps(a3, a7);
     for (; k + 32 <= K; k += 32) {
         a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), load8(w + k, f16), a0);
         a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), load8(w + k + 8, f16), a1);
