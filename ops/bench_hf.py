@@ -5,7 +5,7 @@ on the same checkpoint kvsweep's bench reads, for the ratio in `make bench`.
 Same protocol as tests/bench_decode.c: fp32 weights (the checkpoint is
 upcast, as the C CPU backend does), eager attention, batch 1, a prompt of
 n_prompt ids, then n_decode greedy steps through the KV cache, timing each
-step's forward call only. Threads: KV_THREADS (default 2). Prints one JSON line.
+step's forward call only; median of three repetitions. Threads: KV_THREADS (default 2). Prints one JSON line.
 """
 import json
 import os
@@ -28,21 +28,25 @@ def main():
                                                attn_implementation="eager").eval()
     load_s = time.perf_counter() - t0
     ids = torch.tensor([[(i * 7919) % 50000 for i in range(n_prompt)]])
+    pre, dec = [], []
     with torch.inference_mode():
-        t0 = time.perf_counter()
-        out = model(ids, use_cache=True)
-        t1 = time.perf_counter()
-        past = out.past_key_values
-        nxt = out.logits[:, -1:].argmax(-1)
-        tdec = 0.0
-        for _ in range(n_dec):
-            a = time.perf_counter()
-            out = model(nxt, past_key_values=past, use_cache=True)
-            tdec += time.perf_counter() - a
+        for _ in range(3):   # median of three, fresh cache each (as tests/bench_decode.c)
+            t0 = time.perf_counter()
+            out = model(ids, use_cache=True)
+            pre.append(time.perf_counter() - t0)
             past = out.past_key_values
             nxt = out.logits[:, -1:].argmax(-1)
+            tdec = 0.0
+            for _ in range(n_dec):
+                a = time.perf_counter()
+                out = model(nxt, past_key_values=past, use_cache=True)
+                tdec += time.perf_counter() - a
+                past = out.past_key_values
+                nxt = out.logits[:, -1:].argmax(-1)
+            dec.append(tdec)
+    t_pre, tdec = sorted(pre)[1], sorted(dec)[1]
     print(json.dumps({"bench": "hf_decode", "model": path, "threads": threads, "load_s": round(load_s, 2),
-                      "prefill_tok_s": n_prompt / (t1 - t0), "tpot_ms": tdec / n_dec * 1e3,
+                      "reps": 3, "prefill_tok_s": n_prompt / t_pre, "tpot_ms": tdec / n_dec * 1e3,
                       "decode_tok_s": n_dec / tdec, "torch": torch.__version__}))
 
 
