@@ -67,6 +67,15 @@ void eng_state_reset(eng_state *s) {
 
 const char *eng_state_errmsg(const eng_state *s) { return s ? s->err : "no state"; }
 
+eng_status eng_state_rollback(eng_state *s, int n) {
+    if (n < 0 || n > s->n_past || eng_kvcache_truncate(&s->kv, n) != ENG_OK) {
+        eng_errf(s->err, sizeof s->err, "rollback: cannot drop %d of %d tokens", n, s->n_past);
+        return ENG_ERR_INVAL;
+    }
+    s->n_past -= n;
+    return ENG_OK;
+}
+
 /* Copy the chunk's rotated keys and values into the next free slots of each
  * head of layer l, and record how many keys each query may see. */
 static void cache_append(eng_state *s, int l, int T) {

@@ -66,6 +66,11 @@ void eng_state_reset(eng_state *s);
  * the cache cannot hold n more tokens (nothing is changed then). */
 eng_status eng_forward(eng_state *s, const int32_t *tokens, int n, float *logits, int all_logits);
 
+/* Forget the last n tokens (speculative decoding rollback): every head's
+ * cache drops its last n slots and n_past goes back by n. ENG_ERR_INVAL
+ * (nothing changed) when fewer than n tokens are held. */
+eng_status eng_state_rollback(eng_state *s, int n);
+
 const char *eng_state_errmsg(const eng_state *s);
 
 #endif /* ENGINE_FORWARD_H */

@@ -248,6 +248,19 @@ static void test_errors(void) {
     CU_ASSERT_EQUAL(s->n_past, 8);
     eng_state_reset(s);
     CU_ASSERT_EQUAL(eng_forward(s, toks, 8, NULL, 0), ENG_OK);
+    CU_ASSERT_EQUAL(eng_state_rollback(s, 9), ENG_ERR_INVAL);
+    CU_ASSERT_EQUAL(s->n_past, 8);
+    /* rollback then re-forward gives exactly the logits of the first pass */
+    float *a = malloc((size_t)m->cfg.n_vocab * sizeof(float)), *b = malloc((size_t)m->cfg.n_vocab * sizeof(float));
+    eng_state_reset(s);
+    CU_ASSERT_EQUAL(eng_forward(s, toks, 5, a, 0), ENG_OK);
+    CU_ASSERT_EQUAL(eng_forward(s, toks + 5, 3, NULL, 0), ENG_OK);
+    CU_ASSERT_EQUAL(eng_state_rollback(s, 4), ENG_OK);
+    CU_ASSERT_EQUAL(s->n_past, 4);
+    CU_ASSERT_EQUAL(eng_forward(s, toks + 4, 1, b, 0), ENG_OK);
+    CU_ASSERT(memcmp(a, b, (size_t)m->cfg.n_vocab * sizeof(float)) == 0);
+    free(a);
+    free(b);
     /* every allocation of state init can fail cleanly */
     for (long k = 0;; k++) {
         eng_state *t = NULL;
