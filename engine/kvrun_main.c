@@ -26,6 +26,7 @@
 #include "model.h"
 #include "random_model.h"
 #include "sampler.h"
+#include "spec.h"
 #include "tokenizer.h"
 
 #define ERRLEN 1024
@@ -248,14 +249,16 @@ done:
 
 typedef struct run_opts {
     const char *model, *tokenizer, *data, *prompt, *prompt_ids, *ids_file, *out;
-    long threads, doc, offset, tokens, chunk, max_new, top_k, seed, batch;
+    const char *draft, *inter;
+    long threads, doc, offset, tokens, chunk, max_new, top_k, seed, batch, gamma, gamma_max;
+    int schedule, compare;
     double temperature, top_p;
     int json, ignore_eos, print_ids;
 } run_opts;
 
 enum { O_MODEL = 256, O_TOK, O_DATA, O_PROMPT, O_PROMPT_IDS, O_IDS_FILE, O_OUT, O_THREADS, O_DOC,
        O_OFFSET, O_TOKENS, O_CHUNK, O_MAX_NEW, O_TOP_K, O_SEED, O_TEMP, O_TOP_P, O_JSON, O_IGN_EOS,
-       O_PRINT_IDS, O_BATCH, O_WEIGHTS };
+       O_PRINT_IDS, O_BATCH, O_WEIGHTS, O_DRAFT, O_INTER, O_GAMMA, O_SCHEDULE, O_GAMMA_MAX, O_COMPARE };
 
 static const struct option g_run_opts[] = {
     {"model", required_argument, 0, O_MODEL}, {"tokenizer", required_argument, 0, O_TOK},
@@ -268,13 +271,17 @@ static const struct option g_run_opts[] = {
     {"seed", required_argument, 0, O_SEED}, {"temperature", required_argument, 0, O_TEMP},
     {"top-p", required_argument, 0, O_TOP_P}, {"json", no_argument, 0, O_JSON},
     {"ignore-eos", no_argument, 0, O_IGN_EOS}, {"print-ids", no_argument, 0, O_PRINT_IDS},
-    {"batch", required_argument, 0, O_BATCH}, {"weights", required_argument, 0, O_WEIGHTS}, {0, 0, 0, 0}};
+    {"batch", required_argument, 0, O_BATCH}, {"weights", required_argument, 0, O_WEIGHTS},
+    {"draft", required_argument, 0, O_DRAFT}, {"intermediate", required_argument, 0, O_INTER},
+    {"gamma", required_argument, 0, O_GAMMA}, {"schedule", required_argument, 0, O_SCHEDULE},
+    {"gamma-max", required_argument, 0, O_GAMMA_MAX}, {"compare", no_argument, 0, O_COMPARE}, {0, 0, 0, 0}};
 
 /* Parses the flags shared by logits/ppl/generate; `allowed` lists the
  * option codes this subcommand accepts (others are usage errors). */
 static int parse_run_opts(const char *cmd, int argc, char **argv, run_opts *o, const int *allowed) {
     memset(o, 0, sizeof *o);
     o->threads = 0; o->tokens = -1; o->max_new = 64; o->seed = 0; o->top_p = 1.0; o->batch = 64;
+    o->gamma = 5; o->gamma_max = 0; o->schedule = ENG_SPEC_CONSTANT;
     int c;
     while ((c = getopt_long(argc, argv, "", g_run_opts, NULL)) != -1) {
         int ok = 0;
@@ -303,6 +310,15 @@ static int parse_run_opts(const char *cmd, int argc, char **argv, run_opts *o, c
         case O_JSON: o->json = 1; break;
         case O_IGN_EOS: o->ignore_eos = 1; break;
         case O_PRINT_IDS: o->print_ids = 1; break;
+        case O_DRAFT: o->draft = optarg; break;
+        case O_INTER: o->inter = optarg; break;
+        case O_GAMMA: bad = parse_int(optarg, 1, ENG_SPEC_GAMMA_CAP, &o->gamma); break;
+        case O_GAMMA_MAX: bad = parse_int(optarg, 1, ENG_SPEC_GAMMA_CAP, &o->gamma_max); break;
+        case O_SCHEDULE:
+            o->schedule = eng_spec_schedule_parse(optarg);
+            bad = o->schedule < 0;
+            break;
+        case O_COMPARE: o->compare = 1; break;
         case O_WEIGHTS:
             bad = strcmp(optarg, "auto") && strcmp(optarg, "f32");
             g_weights = optarg;
@@ -470,15 +486,22 @@ done:
 
 static int cmd_generate(int argc, char **argv) {
     static const int allowed[] = {O_MODEL, O_TOK, O_PROMPT, O_PROMPT_IDS, O_MAX_NEW, O_TEMP, O_TOP_K,
-                                  O_TOP_P, O_SEED, O_THREADS, O_JSON, O_IGN_EOS, O_PRINT_IDS, O_BATCH, O_WEIGHTS, 0};
+                                  O_TOP_P, O_SEED, O_THREADS, O_JSON, O_IGN_EOS, O_PRINT_IDS, O_BATCH, O_WEIGHTS,
+                                  O_DRAFT, O_INTER, O_GAMMA, O_SCHEDULE, O_GAMMA_MAX, O_COMPARE, 0};
     run_opts o;
     int rc = parse_run_opts("generate", argc, argv, &o, allowed);
     if (rc) return rc;
+    if (o.inter && !o.draft) return usage_error("generate", "--intermediate needs --draft");
+    if (o.gamma_max == 0) o.gamma_max = o.gamma > 16 ? o.gamma : 16;
+    if (o.gamma_max < o.gamma) return usage_error("generate", "--gamma-max must be >= --gamma");
     if (!o.prompt == !o.prompt_ids) return usage_error("generate", "give exactly one of --prompt TEXT or --prompt-ids \"ID ...\"");
     char err[ERRLEN] = "", tbuf[1100];
     eng_tokenizer *tok = NULL;
-    eng_model *m = NULL;
+    eng_model *m = NULL, *dm = NULL, *im = NULL;
     eng_state *s = NULL;
+    eng_spec *sp = NULL;
+    eng_spec_stats sst;
+    memset(&sst, 0, sizeof sst);
     eng_sampler smp = {0};
     eng_ids ids = {0};
     eng_buf text = {0};
@@ -495,13 +518,33 @@ static int cmd_generate(int argc, char **argv) {
     }
     if (ids.n == 0) { fail("%s%s", "the prompt encodes to no tokens", ""); goto done; }
     size_t n_prompt = ids.n, cap = n_prompt + (size_t)o.max_new;
+    double ttft, tpot;
+    size_t n_new = 0;
+    if (o.draft) {
+        if (load_model(o.draft, &dm) || (o.inter && load_model(o.inter, &im))) goto done;
+        eng_spec_opts so;
+        eng_spec_opts_default(&so);
+        so.gamma = (int)o.gamma; so.gamma_max = (int)o.gamma_max; so.schedule = (eng_spec_schedule)o.schedule;
+        so.temperature = (float)o.temperature; so.top_k = (int)o.top_k; so.top_p = (float)o.top_p;
+        so.seed = (uint64_t)o.seed; so.stop_at_eos = !o.ignore_eos; so.compare = o.compare; so.n_batch = (int)o.batch;
+        if (eng_spec_init(&sp, m, dm, im, (int)cap + 2, &so, err, sizeof err) != ENG_OK) { fail("%s%s", err, ""); goto done; }
+        eng_ids out = {0};
+        if (eng_spec_generate(sp, ids.v, (int)n_prompt, (int)o.max_new, &out, &sst) != ENG_OK) {
+            eng_ids_free(&out); fail("%s%s", eng_spec_errmsg(sp), ""); goto done;
+        }
+        for (size_t i = 0; i < out.n; i++)
+            if (eng_ids_push(&ids, out.v[i]) != ENG_OK) { eng_ids_free(&out); fail("%s%s", "out of memory", ""); goto done; }
+        n_new = out.n;
+        eng_ids_free(&out);
+        ttft = sst.ttft_s; tpot = sst.tpot_s;
+        goto report;
+    }
     if (eng_state_init(&s, m, (int)cap, (int)o.batch, err, sizeof err) != ENG_OK) { fail("%s%s", err, ""); goto done; }
     if (eng_sampler_init(&smp, m->cfg.n_vocab, (float)o.temperature, (int)o.top_k, (float)o.top_p, (uint64_t)o.seed) != ENG_OK) {
         fail("%s%s", "cannot set up the sampler (bad --temperature/--top-k/--top-p?)", ""); goto done;
     }
     double t0 = now_s(), t_first = 0;
     if (eng_forward(s, ids.v, (int)n_prompt, s->logits, 0) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
-    size_t n_new = 0;
     for (; n_new < (size_t)o.max_new; n_new++) {
         int32_t next = eng_sampler_sample(&smp, s->logits);
         if (n_new == 0) t_first = now_s();
@@ -511,7 +554,8 @@ static int cmd_generate(int argc, char **argv) {
         if (eng_forward(s, &next, 1, s->logits, 0) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
     }
     double t_end = now_s();
-    double ttft = n_new ? t_first - t0 : 0, tpot = n_new > 1 ? (t_end - t_first) / (double)(n_new - 1) : 0;
+    ttft = n_new ? t_first - t0 : 0; tpot = n_new > 1 ? (t_end - t_first) / (double)(n_new - 1) : 0;
+report:
     if (tok && eng_tokenizer_decode(tok, ids.v + n_prompt, n_new, &text) != ENG_OK) {
         fail("decode: %s%s", eng_tokenizer_errmsg(tok), ""); goto done;
     }
@@ -522,6 +566,14 @@ static int cmd_generate(int argc, char **argv) {
         json_t *arr = json_array();
         for (size_t i = n_prompt; i < ids.n; i++) json_array_append_new(arr, json_integer(ids.v[i]));
         json_object_set_new(j, "ids", arr);
+        if (sp) {
+            json_t *sj = json_pack("{s:I, s:I, s:f, s:f, s:I, s:f}", "drafted", (json_int_t)sst.drafted, "accepted",
+                                   (json_int_t)sst.accepted, "acceptance_rate", sst.acceptance_rate,
+                                   "mean_accepted_len", sst.mean_accepted_len, "target_passes",
+                                   (json_int_t)sst.target_passes, "tokens_per_s", sst.tokens_per_s);
+            if (o.compare) json_object_set_new(sj, "speedup", json_real(sst.speedup));
+            json_object_set_new(j, "spec", sj);
+        }
         char *d = json_dumps(j, JSON_COMPACT);
         if (d) puts(d);
         free(d);
@@ -535,12 +587,21 @@ static int cmd_generate(int argc, char **argv) {
         }
         fprintf(stderr, "prompt %zu tokens, generated %zu  TTFT %.1f ms  TPOT %.2f ms  %.1f tokens/s\n", n_prompt,
                 n_new, ttft * 1e3, tpot * 1e3, tpot > 0 ? 1.0 / tpot : 0.0);
+        if (sp) {
+            fprintf(stderr, "spec: drafted %ld  accepted %ld  acceptance rate %.3f  mean accepted length %.2f  target passes %ld",
+                    sst.drafted, sst.accepted, sst.acceptance_rate, sst.mean_accepted_len, sst.target_passes);
+            if (o.compare) fprintf(stderr, "  speedup %.2fx", sst.speedup);
+            fputc('\n', stderr);
+        }
     }
     rc = 0;
 done:
     eng_sampler_free(&smp);
     eng_state_free(s);
+    eng_spec_free(sp);
     eng_model_free(m);
+    eng_model_free(dm);
+    eng_model_free(im);
     eng_tokenizer_free(tok);
     eng_ids_free(&ids);
     eng_buf_free(&text);
@@ -590,7 +651,9 @@ static void usage(FILE *f) {
           "  logits       --model DIR --ids-file F --out F.f32  teacher-forced logits, float32 [n x vocab]\n"
           "  ppl          --model DIR --data PATH [--doc N] [--offset-tokens N] [--tokens N] [--chunk N] [--json]\n"
           "  generate     --model DIR (--prompt TEXT | --prompt-ids IDS) [--max-new N] [--temperature T]\n"
-          "               [--top-k K] [--top-p P] [--seed S] [--ignore-eos] [--print-ids] [--json]\n"
+               "               [--top-k K] [--top-p P] [--seed S] [--ignore-eos] [--print-ids] [--json]\n"
+          "               [--draft DIR [--intermediate DIR] [--gamma N] [--schedule constant|heuristic|aimd]\n"
+          "                [--gamma-max N] [--compare]]   speculative decoding\n"
           "  random-model --shape pythia-160m --out DIR [--dtype f32|f16|bf16] [--seed S] [--tokenizer PATH]\n"
           "common: --threads N (default: all cores), --tokenizer PATH (default DIR/tokenizer.json, then $KV_TOKENIZER),\n"
           "        --batch N (prefill chunk, default 64), --weights auto|f32 (keep 16-bit matrices 16-bit, or not)\n",

@@ -93,3 +93,55 @@ int32_t eng_sampler_sample(eng_sampler *s, const float *logits) {
     }
     return s->idx[n - 1];
 }
+
+void eng_sampler_probs(eng_sampler *s, const float *logits, float *probs) {
+    int V = s->n_vocab;
+    for (int i = 0; i < V; i++) probs[i] = 0.0f;
+    if (s->temperature == 0.0f) {
+        probs[eng_argmax(logits, V)] = 1.0f;
+        return;
+    }
+    float mx = logits[eng_argmax(logits, V)];
+    for (int i = 0; i < V; i++) {
+        s->prob[i] = expf((logits[i] - mx) / s->temperature);
+        s->idx[i] = i;
+    }
+    int n = V;
+    if (s->top_k > 0 || s->top_p < 1.0f) {
+        g_sort_prob = s->prob;
+        qsort(s->idx, (size_t)V, sizeof(int32_t), cmp_desc);
+        if (s->top_k > 0 && s->top_k < n) n = s->top_k;
+        double kept = 0.0;
+        for (int i = 0; i < n; i++) kept += s->prob[s->idx[i]];
+        if (s->top_p < 1.0f) {
+            double cum = 0.0;
+            for (int i = 0; i < n; i++) {
+                cum += s->prob[s->idx[i]] / kept;
+                if (cum >= s->top_p) {
+                    n = i + 1;
+                    break;
+                }
+            }
+        }
+    }
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += s->prob[s->idx[i]];
+    for (int i = 0; i < n; i++) probs[s->idx[i]] = (float)(s->prob[s->idx[i]] / sum);
+}
+
+int32_t eng_sampler_sample_probs(eng_sampler *s, const float *probs) {
+    int V = s->n_vocab, last = 0;
+    double sum = 0.0;
+    for (int i = 0; i < V; i++)
+        if (probs[i] > 0) {
+            sum += probs[i];
+            last = i;
+        }
+    double r = eng_sampler_uniform(s) * sum, acc = 0.0;
+    for (int i = 0; i < V; i++) {
+        if (!(probs[i] > 0)) continue;
+        acc += probs[i];
+        if (r < acc) return i;
+    }
+    return last;
+}

@@ -28,4 +28,13 @@ int32_t eng_sampler_sample(eng_sampler *s, const float *logits);
 /* Uniform double in [0, 1) from the sampler's RNG. */
 double eng_sampler_uniform(eng_sampler *s);
 
+/* The processed distribution eng_sampler_sample draws from, as a full
+ * (V) probability vector: temperature, then top-k, then top-p, renormalized
+ * over the kept tokens (the rest are 0). Temperature 0 gives a one-hot
+ * vector on eng_argmax. Used by speculative decoding (spec.h). */
+void eng_sampler_probs(eng_sampler *s, const float *logits, float *probs);
+/* An index drawn from probs (V entries, non-negative, any positive sum)
+ * with the sampler's RNG; a zero-probability index is never returned. */
+int32_t eng_sampler_sample_probs(eng_sampler *s, const float *probs);
+
 #endif /* ENGINE_SAMPLER_H */

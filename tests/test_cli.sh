@@ -87,5 +87,18 @@ else
     echo "  SKIP tokenizer-dependent CLI checks: no tokenizer at $tok"
 fi
 
+# generate --draft: speculative decoding, greedy output == HF's greedy ids of the target
+sm=$data/models/m64-f32; sg=$data/golden/m64-f32
+"$kv" generate --model "$sm" --draft "$data/models/m32-f16" --gamma 3 --schedule heuristic --prompt-ids "$(cat "$sg/prompt_ids.txt")" \
+    --max-new 64 --ignore-eos --print-ids > "$tmp/spec" 2> "$tmp/spec.err"
+if [ "$(tail -n 1 "$tmp/spec")" = "$(cat "$sg/greedy_ids.txt")" ]; then ok "generate --draft greedy == HF"; else bad "generate --draft greedy == HF"; fi
+grep -q "acceptance rate" "$tmp/spec.err" && ok "generate --draft reports spec stats" || bad "generate --draft reports spec stats"
+"$kv" generate --model "$sm" --draft "$data/models/m32-f16" --intermediate "$data/models/m80-bf16" --schedule aimd --gamma 2 \
+    --prompt-ids "$(cat "$sg/prompt_ids.txt")" --max-new 64 --ignore-eos --json --compare > "$tmp/specj" 2>&1
+grep -q '"speedup"' "$tmp/specj" && grep -q "\"ids\":\[$(tr ' ' ',' < "$sg/greedy_ids.txt")\]" "$tmp/specj" &&
+    ok "generate --draft --intermediate --json greedy == HF" || bad "generate --draft --intermediate --json greedy == HF"
+expect "bad --schedule" 2 "schedule" -- "$kv" generate --model "$sm" --draft "$data/models/m32-f16" --schedule fast --prompt-ids 1
+expect "draft vocab mismatch" 1 "vocabulary mismatch" -- "$kv" generate --model "$sm" --draft "$data/models/m256-f16" --prompt-ids 1
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
