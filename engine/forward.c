@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kn.h"
+#include "policy.h"
 
 eng_status eng_state_init(eng_state **out, const eng_model *m, int n_ctx, int n_batch,
                           char *err, size_t n_err) {
@@ -55,6 +56,7 @@ nomem:
 
 void eng_state_free(eng_state *s) {
     if (!s) return;
+    if (s->policy) eng_policy_unbind(s->policy);
     eng_kvcache_free(&s->kv);
     eng_free(s->mem);
     eng_free(s);
@@ -109,21 +111,34 @@ static void matmul(const eng_state *s, float *y, const float *x, const float *w3
     else kn_matmul_lp(y, x, w16 + off, wt, b, M, K, N, s->lp_scratch);
 }
 
+/* q and k of the chunk get RoPE at their true positions, unless a pos=shift
+ * policy places them by cache index (keys then stay un-rotated in the cache). */
+static void rope_qk(eng_state *s, int l, int T) {
+    const eng_config *c = &s->model->cfg;
+    size_t C = c->n_embd;
+    if (s->policy && eng_policy_rope_qk(s->policy, l, T)) return;
+    kn_rope(s->qkv, T, c->n_head, c->head_dim, 3 * C, c->n_rot, s->rope_cos, s->rope_sin);
+    kn_rope(s->qkv + C, T, c->n_head, c->head_dim, 3 * C, c->n_rot, s->rope_cos, s->rope_sin);
+}
+
 static void layer_forward(eng_state *s, int l, int T) {
     const eng_model *m = s->model;
     const eng_config *c = &m->cfg;
     const eng_weights *w = &m->w;
     size_t C = c->n_embd, F = c->n_ff;
     int NH = c->n_head, D = c->head_dim;
+    eng_policy *p = s->policy;
 
-    // attention branch: ln1 -> qkv -> rope(q, k) -> cache -> attend -> dense
+    // attention branch: ln1 -> qkv -> [evict] -> rope(q, k) -> cache -> attend -> [score] -> dense
     kn_layernorm(s->h, s->x, w->ln1_w + l * C, w->ln1_b + l * C, T, (int)C, c->ln_eps);
     matmul(s, s->qkv, s->h, w->qkv_w, w->qkv_w_h, l, w->qkv_b + l * 3 * C, T, (int)C, (int)(3 * C));
-    kn_rope(s->qkv, T, NH, D, 3 * C, c->n_rot, s->rope_cos, s->rope_sin);
-    kn_rope(s->qkv + C, T, NH, D, 3 * C, c->n_rot, s->rope_cos, s->rope_sin);
+    if (p) eng_policy_layer_evict(p, l, T);   // among the tokens held before this chunk only
+    rope_qk(s, l, T);
     cache_append(s, l, T);
-    kn_attention(s->att, s->qkv, 3 * C, eng_kvcache_k(&s->kv, l), eng_kvcache_v(&s->kv, l), T, NH, D,
-                 s->kv.cap, s->n_vis, s->att_scratch, NULL);
+    const float *K = p ? eng_policy_attn_keys(p, l, T) : eng_kvcache_k(&s->kv, l);
+    kn_attention(s->att, s->qkv, 3 * C, K, eng_kvcache_v(&s->kv, l), T, NH, D, s->kv.cap, s->n_vis,
+                 s->att_scratch, p ? eng_policy_probs(p) : NULL);
+    if (p) eng_policy_layer_observe(p, l, T);
     matmul(s, s->ao, s->att, w->o_w, w->o_w_h, l, w->o_b + l * C, T, (int)C, (int)C);
 
     // MLP branch reads ln2(x) of the same x (parallel) or of x + attn (sequential)
@@ -136,7 +151,8 @@ static void layer_forward(eng_state *s, int l, int T) {
             (size_t)T * C);
 }
 
-static eng_status forward_chunk(eng_state *s, const int32_t *tok, int T, float *logits, int all_logits) {
+static eng_status forward_chunk(eng_state *s, const int32_t *tok, int T, float *logits, int all_logits,
+                                int last) {
     const eng_model *m = s->model;
     const eng_config *c = &m->cfg;
     size_t C = c->n_embd, V = c->n_vocab;
@@ -148,6 +164,7 @@ static eng_status forward_chunk(eng_state *s, const int32_t *tok, int T, float *
         s->pos[t] = s->n_past + t;
     }
     if (s->trace) s->trace(s->trace_ud, 0, s->x, T, (int)C, s->n_past);
+    if (s->policy) eng_policy_chunk_tokens(s->policy, tok, T);
     kn_rope_table(s->rope_cos, s->rope_sin, s->inv_freq, s->pos, T, c->n_rot);
     for (int l = 0; l < c->n_layer; l++) {
         layer_forward(s, l, T);
@@ -163,6 +180,7 @@ static eng_status forward_chunk(eng_state *s, const int32_t *tok, int T, float *
                    (int)V);
     }
     s->n_past += T;
+    if (s->policy) eng_policy_step_end(s->policy, T, last);
     return ENG_OK;
 }
 
@@ -178,22 +196,37 @@ eng_status eng_forward(eng_state *s, const int32_t *tokens, int n, float *logits
                      tokens[i], i, c->n_vocab);
             return ENG_ERR_INVAL;
         }
-    int32_t most = 0;
-    for (int i = 0; i < c->n_layer * c->n_head; i++)
-        if (s->kv.n[i] > most) most = s->kv.n[i];
-    if ((int64_t)most + n > s->kv.cap) {
-        eng_errf(s->err, sizeof s->err, "forward: KV cache holds %d of %d tokens; %d more do not fit",
-                 most, s->kv.cap, n);
-        return ENG_ERR_CAPACITY;
+    eng_policy *p = s->policy;
+    int bounded = p && eng_policy_bounded(p);
+    if (!bounded) {
+        int32_t most = 0;
+        for (int i = 0; i < c->n_layer * c->n_head; i++)
+            if (s->kv.n[i] > most) most = s->kv.n[i];
+        if ((int64_t)most + n > s->kv.cap) {
+            eng_errf(s->err, sizeof s->err, "forward: KV cache holds %d of %d tokens; %d more do not fit",
+                     most, s->kv.cap, n);
+            return ENG_ERR_CAPACITY;
+        }
     }
-    for (int i = 0; i < n; i += s->n_batch) {
+    if (p) eng_policy_call_begin(p);
+    for (int i = 0; i < n;) {
         int T = n - i < s->n_batch ? n - i : s->n_batch;
+        if (bounded) {   // cut the chunk to what fits after the policy's eviction
+            int room = eng_policy_room(p);
+            if (room <= 0) {
+                eng_errf(s->err, sizeof s->err, "forward: KV cache of %d slots has no room after policy '%s'",
+                         s->kv.cap, eng_policy_name(p));
+                return ENG_ERR_CAPACITY;
+            }
+            if (T > room) T = room;
+        }
         int last = i + T == n;
         float *lg = NULL;
         if (logits && all_logits) lg = logits + (size_t)i * c->n_vocab;
         else if (logits && last) lg = logits;
-        eng_status st = forward_chunk(s, tokens + i, T, lg, all_logits);
+        eng_status st = forward_chunk(s, tokens + i, T, lg, all_logits, last);
         if (st != ENG_OK) return st;
+        i += T;
     }
     return ENG_OK;
 }

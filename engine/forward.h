@@ -22,6 +22,8 @@
 /* Called with the residual stream at each stage, for golden comparisons:
  * stage 0 = embeddings, 1..L = output of layer stage-1, L+1 = final LN.
  * x is (T, C) for the T tokens of the chunk starting at position pos0. */
+struct eng_policy;   /* policy.h */
+
 typedef void (*eng_trace_fn)(void *ud, int stage, const float *x, int T, int C, int32_t pos0);
 
 typedef struct eng_state {
@@ -49,6 +51,7 @@ typedef struct eng_state {
     void *mem;         /* the single activation allocation */
     eng_trace_fn trace;
     void *trace_ud;
+    struct eng_policy *policy; /* KV policy (policy.h), NULL: keep everything; not owned */
     char err[256];
 } eng_state;
 
@@ -63,12 +66,16 @@ void eng_state_reset(eng_state *s);
 /* Run tokens[0..n) at positions n_past.. and append them to the cache.
  * logits: NULL for none; else (n, V) when all_logits, or (V) for the last
  * token. ENG_ERR_INVAL for a token id outside [0, V); ENG_ERR_CAPACITY when
- * the cache cannot hold n more tokens (nothing is changed then). */
+ * the cache cannot hold n more tokens (nothing is changed then). With a
+ * bounded KV policy (policy.h) chunks are cut to what fits after the
+ * policy's eviction, and ENG_ERR_CAPACITY means a chunk could not fit. */
 eng_status eng_forward(eng_state *s, const int32_t *tokens, int n, float *logits, int all_logits);
 
 /* Forget the last n tokens (speculative decoding rollback): every head's
  * cache drops its last n slots and n_past goes back by n. ENG_ERR_INVAL
- * (nothing changed) when fewer than n tokens are held. */
+ * (nothing changed) when fewer than n tokens are held. Under a KV policy the
+ * last n slots are the last n tokens only while n <= the tokens of the last
+ * forward call (eviction runs at the start of a call, never on its tokens). */
 eng_status eng_state_rollback(eng_state *s, int n);
 
 const char *eng_state_errmsg(const eng_state *s);

@@ -2,7 +2,8 @@
  * attends over.
  *
  * Capacity is fixed at init and allocated once. Keys are stored after RoPE
- * (HF's convention) with the absolute position each slot was computed at, so
+ * (HF's convention; before RoPE under a pos=shift KV policy, policy.h) with
+ * the absolute position each slot was computed at, so
  * eviction policies (engine issue "KV-cache policies") can compact a head's
  * slots in place and still know what they kept. Every (layer, head) has its
  * own fill count: policies may keep different token sets per head.
@@ -15,7 +16,7 @@
 
 typedef struct eng_kvcache {
     int n_layer, n_head, head_dim, cap;
-    float *k;        /* (L, NH, cap, D) post-RoPE keys */
+    float *k;        /* (L, NH, cap, D) post-RoPE keys (pre-RoPE under pos=shift) */
     float *v;        /* (L, NH, cap, D) */
     int32_t *pos;    /* (L, NH, cap)    absolute position of each slot */
     int32_t *n;      /* (L, NH)         slots in use */

@@ -24,6 +24,7 @@
 #include "forward.h"
 #include "kn.h"
 #include "model.h"
+#include "policy.h"
 #include "random_model.h"
 #include "sampler.h"
 #include "spec.h"
@@ -249,7 +250,8 @@ done:
 
 typedef struct run_opts {
     const char *model, *tokenizer, *data, *prompt, *prompt_ids, *ids_file, *out;
-    const char *draft, *inter;
+    const char *draft, *inter, *policy;
+    long prefill;
     long threads, doc, offset, tokens, chunk, max_new, top_k, seed, batch, gamma, gamma_max;
     int schedule, compare;
     double temperature, top_p;
@@ -258,7 +260,8 @@ typedef struct run_opts {
 
 enum { O_MODEL = 256, O_TOK, O_DATA, O_PROMPT, O_PROMPT_IDS, O_IDS_FILE, O_OUT, O_THREADS, O_DOC,
        O_OFFSET, O_TOKENS, O_CHUNK, O_MAX_NEW, O_TOP_K, O_SEED, O_TEMP, O_TOP_P, O_JSON, O_IGN_EOS,
-       O_PRINT_IDS, O_BATCH, O_WEIGHTS, O_DRAFT, O_INTER, O_GAMMA, O_SCHEDULE, O_GAMMA_MAX, O_COMPARE };
+       O_PRINT_IDS, O_BATCH, O_WEIGHTS, O_DRAFT, O_INTER, O_GAMMA, O_SCHEDULE, O_GAMMA_MAX, O_COMPARE,
+       O_POLICY, O_PREFILL };
 
 static const struct option g_run_opts[] = {
     {"model", required_argument, 0, O_MODEL}, {"tokenizer", required_argument, 0, O_TOK},
@@ -274,7 +277,8 @@ static const struct option g_run_opts[] = {
     {"batch", required_argument, 0, O_BATCH}, {"weights", required_argument, 0, O_WEIGHTS},
     {"draft", required_argument, 0, O_DRAFT}, {"intermediate", required_argument, 0, O_INTER},
     {"gamma", required_argument, 0, O_GAMMA}, {"schedule", required_argument, 0, O_SCHEDULE},
-    {"gamma-max", required_argument, 0, O_GAMMA_MAX}, {"compare", no_argument, 0, O_COMPARE}, {0, 0, 0, 0}};
+    {"gamma-max", required_argument, 0, O_GAMMA_MAX}, {"compare", no_argument, 0, O_COMPARE},
+    {"policy", required_argument, 0, O_POLICY}, {"prefill", required_argument, 0, O_PREFILL}, {0, 0, 0, 0}};
 
 /* Parses the flags shared by logits/ppl/generate; `allowed` lists the
  * option codes this subcommand accepts (others are usage errors). */
@@ -319,6 +323,8 @@ static int parse_run_opts(const char *cmd, int argc, char **argv, run_opts *o, c
             bad = o->schedule < 0;
             break;
         case O_COMPARE: o->compare = 1; break;
+        case O_POLICY: o->policy = optarg; break;
+        case O_PREFILL: bad = parse_int(optarg, 1, INT32_MAX, &o->prefill); break;
         case O_WEIGHTS:
             bad = strcmp(optarg, "auto") && strcmp(optarg, "f32");
             g_weights = optarg;
@@ -394,12 +400,15 @@ static double token_nll(const float *lg, int V, int32_t target, int *correct) {
 
 static int cmd_ppl(int argc, char **argv) {
     static const int allowed[] = {O_MODEL, O_TOK, O_DATA, O_DOC, O_OFFSET, O_TOKENS, O_CHUNK,
-                                  O_THREADS, O_JSON, O_BATCH, O_WEIGHTS, 0};
+                                  O_THREADS, O_JSON, O_BATCH, O_WEIGHTS, O_POLICY, O_PREFILL, 0};
     run_opts o;
     int rc = parse_run_opts("ppl", argc, argv, &o, allowed);
     if (rc) return rc;
     if (!o.data) return usage_error("ppl", "--data FILE is required");
-    char err[ERRLEN] = "", tbuf[1100];
+    if (o.chunk && (o.policy || o.prefill)) return usage_error("ppl", "--policy and --prefill apply to streaming PPL, not --chunk");
+    char err[ERRLEN] = "", tbuf[1100], pname[32], pbuf[512];
+    eng_policy *pol = NULL;
+    float *pre_logits = NULL;
     eng_dataset *ds = NULL;
     eng_tokenizer *tok = NULL;
     eng_model *m = NULL;
@@ -429,17 +438,38 @@ static int cmd_ppl(int argc, char **argv) {
     if (n < 2) { fail("%s: need at least 2 tokens to score", o.data, ""); goto done; }
     const int32_t *t = ids.v + o.offset;
     int V = m->cfg.n_vocab;
+    if ((size_t)o.prefill >= n) { fail("%s: --prefill must leave tokens to stream%s", o.data, ""); goto done; }
+    if (o.policy) {
+        eng_paramset ps;
+        eng_status pst = eng_policy_parse_spec(o.policy, &ps, pname, sizeof pname, pbuf, sizeof pbuf, err, sizeof err);
+        if (pst == ENG_OK) pst = eng_policy_create(&pol, pname, &ps, &m->cfg, err, sizeof err);
+        if (pst != ENG_OK) { fail("--policy: %s%s", err, ""); goto done; }
+    }
     size_t cap = o.chunk ? (size_t)o.chunk : n;
     if (cap > n) cap = n;
-    if (eng_state_init(&s, m, (int)cap, o.chunk ? (int)o.batch : 1, err, sizeof err) != ENG_OK) { fail("%s%s", err, ""); goto done; }
+    if (pol) cap = (size_t)eng_policy_capacity(pol, (int)n);
+    if (eng_state_init(&s, m, (int)cap, o.chunk || o.prefill ? (int)o.batch : 1, err, sizeof err) != ENG_OK) { fail("%s%s", err, ""); goto done; }
+    if (pol && eng_state_set_policy(s, pol) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
     if (cap > (size_t)m->cfg.n_ctx_train)
         fprintf(stderr, "kvrun ppl: note: %zu tokens of context exceed the model's max_position_embeddings (%d)\n",
                 cap, m->cfg.n_ctx_train);
     double nll = 0.0, t0 = now_s();
     size_t scored = 0, correct = 0;
     if (!o.chunk) {
-        /* streaming: feed token i, score token i+1 */
-        for (size_t i = 0; i + 1 < n; i++) {
+        /* streaming: feed token i, score token i+1 (after an optional one-call prompt of --prefill tokens) */
+        size_t i0 = (size_t)o.prefill;
+        if (i0) {
+            pre_logits = malloc(i0 * (size_t)V * sizeof(float));
+            if (!pre_logits) { fail("%s%s", "out of memory for --prefill logits", ""); goto done; }
+            if (eng_forward(s, t, (int)i0, pre_logits, 1) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
+            for (size_t k = 0; k < i0; k++) {
+                int ok;
+                nll += token_nll(pre_logits + k * (size_t)V, V, t[k + 1], &ok);
+                correct += ok;
+                scored++;
+            }
+        }
+        for (size_t i = i0; i + 1 < n; i++) {
             if (eng_forward(s, t + i, 1, s->logits, 0) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
             int ok;
             nll += token_nll(s->logits, V, t[i + 1], &ok);
@@ -464,17 +494,43 @@ static int cmd_ppl(int argc, char **argv) {
         }
     }
     double dt = now_s() - t0, ppl = exp(nll / (double)scored);
-    if (o.json)
-        printf("{\"ppl\":%.9g,\"nll_mean\":%.9g,\"accuracy\":%.6f,\"tokens\":%zu,\"tokens_per_s\":%.3f,\"mode\":\"%s\",\"chunk\":%ld}\n",
+    eng_policy_stats pst;
+    if (pol) eng_policy_stats_get(pol, &pst);
+    if (o.json) {
+        printf("{\"ppl\":%.9g,\"nll_mean\":%.9g,\"accuracy\":%.6f,\"tokens\":%zu,\"tokens_per_s\":%.3f,\"mode\":\"%s\",\"chunk\":%ld",
                ppl, nll / (double)scored, (double)correct / (double)scored, scored, (double)scored / dt,
                o.chunk ? "chunked" : "streaming", o.chunk);
-    else
+        if (pol) {
+            printf(",\"policy\":\"%s\",\"params\":\"%s\",\"prefill\":%ld,\"cache_tokens_mean\":%.6f,\"cache_tokens_max\":%lld,"
+                   "\"kv_bytes\":%lld,\"evictions\":%lld,\"triggered\":%s,\"layer_tokens_mean\":[",
+                   eng_policy_name(pol), eng_policy_describe(pol), o.prefill, pst.cache_tokens_mean,
+                   (long long)pst.cache_tokens_max, (long long)pst.kv_bytes, (long long)pst.evictions,
+                   pst.triggered ? "true" : "false");
+            for (int l = 0; l < pst.n_layer; l++) printf("%s%.6f", l ? "," : "", pst.layer_tokens_mean[l]);
+            printf("]");
+        }
+        printf("}\n");
+    } else {
         printf("ppl %.6f  accuracy %.4f  tokens %zu  tokens/s %.1f  (%s, chunk %ld)\n", ppl,
                (double)correct / (double)scored, scored, (double)scored / dt,
-               o.chunk ? "chunked" : "streaming, full cache", o.chunk ? o.chunk : (long)n);
+               o.chunk ? "chunked" : pol ? "streaming" : "streaming, full cache", o.chunk ? o.chunk : (long)n);
+        if (pol) {
+            printf("policy %s (%s)  cache tokens mean %.2f max %lld  kv bytes %lld  evictions %lld  %s\n",
+                   eng_policy_name(pol), eng_policy_describe(pol), pst.cache_tokens_mean,
+                   (long long)pst.cache_tokens_max, (long long)pst.kv_bytes, (long long)pst.evictions,
+                   pst.triggered ? "triggered" : "NEVER TRIGGERED (budget not reached: same as full)");
+            if (pst.layers_differ) {
+                printf("per-layer cache tokens mean:");
+                for (int l = 0; l < pst.n_layer; l++) printf(" %.1f", pst.layer_tokens_mean[l]);
+                printf("\n");
+            }
+        }
+    }
     rc = 0;
 done:
     eng_state_free(s);
+    eng_policy_free(pol);
+    free(pre_logits);
     eng_model_free(m);
     eng_tokenizer_free(tok);
     eng_dataset_free(ds);
@@ -650,6 +706,7 @@ static void usage(FILE *f) {
           "  detokenize   --tokenizer PATH [--jsonl]            stdin ids -> text\n"
           "  logits       --model DIR --ids-file F --out F.f32  teacher-forced logits, float32 [n x vocab]\n"
           "  ppl          --model DIR --data PATH [--doc N] [--offset-tokens N] [--tokens N] [--chunk N] [--json]\n"
+          "               [--policy NAME[:k=v,...]] [--prefill N]   KV policy (README \"KV policies\")\n"
           "  generate     --model DIR (--prompt TEXT | --prompt-ids IDS) [--max-new N] [--temperature T]\n"
                "               [--top-k K] [--top-p P] [--seed S] [--ignore-eos] [--print-ids] [--json]\n"
           "               [--draft DIR [--intermediate DIR] [--gamma N] [--schedule constant|heuristic|aimd]\n"

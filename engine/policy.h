@@ -1,0 +1,116 @@
+/* policy.h — KV-cache compression policies: one interface the forward pass
+ * calls per layer, so that a sweep can compare eviction methods on equal
+ * terms (issue 4; specs in ../shared/docs/kv-policies.md).
+ *
+ * A policy is created from a name and typed params (eng_paramset, the form
+ * sweeps and `kvrun ppl --policy NAME:k=v,...` produce), then attached to
+ * one eng_state before its first forward. From then on the forward pass
+ * calls the hooks below; the policy decides per layer and per head which
+ * cached tokens stay, and the cache is compacted in place (kept slots keep
+ * their relative order). All working memory is allocated when the policy is
+ * attached; no hook allocates, so decoding a token costs no malloc.
+ *
+ * Timing (one rule for every policy, README "KV policies"):
+ *   - decode-time policies evict at the START of a step, before the step's
+ *     new tokens join the cache, and only among the tokens already held.
+ *     This equals StreamingLLM's/H2O's "evict after the step" (the next
+ *     attention spans budget + new tokens), and it means eviction only ever
+ *     considers committed tokens: speculative decoding rolls back between
+ *     forward calls, so everything held at the start of a call is committed.
+ *   - prefill-time policies (snapkv, pyramidkv) compress once, at the end of
+ *     the first forward call of a sequence (the prompt), after its exact
+ *     attention (kvpress semantics).
+ * Positions: pos=original caches keys after RoPE at their true positions;
+ * pos=shift caches keys before RoPE and rotates them (first n_rot dims) by
+ * their cache index at every attention; the new queries then sit at
+ * positions cache_len + t (StreamingLLM's rule).
+ *
+ * Ownership: the caller frees both the policy and the state; a policy must
+ * outlive every forward of the state it is attached to. Borrowed strings and
+ * arrays are valid until the next call on the policy. */
+#ifndef ENGINE_POLICY_H
+#define ENGINE_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eng.h"
+#include "forward.h"
+#include "model.h"
+#include "task.h"
+
+typedef struct eng_policy eng_policy;
+
+/* Extra slots per head a bounded policy needs above its budget for the
+ * tokens of one step (prefill chunks larger than this are split). */
+#define ENG_POLICY_SLACK 64
+
+typedef struct eng_policy_stats {
+    int64_t n_steps;            /* forward chunks seen (one per token when decoding) */
+    double cache_tokens_mean;   /* mean over steps of slots held per (layer, head) at the end of the step */
+    int64_t cache_tokens_max;   /* max over steps, layers and heads */
+    int64_t kv_bytes;           /* peak bytes of K+V actually held (all layers and heads) */
+    int64_t kv_bytes_alloc;     /* bytes of K+V the state allocated */
+    int64_t evictions;          /* (layer, head, token) entries evicted */
+    double evicted_tokens;      /* evictions / (n_layer * n_head) */
+    int triggered;              /* 1 once any entry was evicted */
+    int layers_differ;          /* per-layer means are not all equal */
+    const double *layer_tokens_mean; /* (n_layer) mean slots per head, borrowed */
+    int n_layer;
+} eng_policy_stats;
+
+/* name: full | window | streaming | h2o | lazy_h2o | knorm | l2 | tova |
+ * snapkv | pyramidkv | sepllm. params may be NULL (all defaults). Unknown name:
+ * ENG_ERR_UNSUPPORTED "unsupported policy 'x'"; unknown or invalid param:
+ * ENG_ERR_INVAL naming it. On failure *out is NULL and err says why. */
+eng_status eng_policy_create(eng_policy **out, const char *name, const eng_paramset *params,
+                             const eng_config *cfg, char *err, size_t n_err);
+void eng_policy_free(eng_policy *p);
+/* The name the policy was created with (borrowed). */
+const char *eng_policy_name(const eng_policy *p);
+/* The effective params, defaults included, e.g. "sink=4,recent=512,pos=shift" (borrowed). */
+const char *eng_policy_describe(const eng_policy *p);
+/* KV slots per head a state needs to run a sequence of n_tokens under p
+ * (n_tokens for unbounded policies; budget + ENG_POLICY_SLACK (+ interval)
+ * for bounded ones, never more than n_tokens). */
+int eng_policy_capacity(const eng_policy *p, int n_tokens);
+/* 1 when the policy compresses only the prompt (the first forward call). */
+int eng_policy_at_prefill(const eng_policy *p);
+
+/* Attach p to s (p == NULL detaches). Before the first forward (ENG_ERR_INVAL
+ * otherwise); allocates the policy's working memory for s's shape
+ * (ENG_ERR_NOMEM). Message in eng_state_errmsg(s). */
+eng_status eng_state_set_policy(eng_state *s, eng_policy *p);
+
+void eng_policy_stats_get(const eng_policy *p, eng_policy_stats *st);
+/* Clear the accumulated statistics (not the per-sequence state). */
+void eng_policy_stats_reset(eng_policy *p);
+
+/* "streaming:sink=4,recent=508,pos=shift" -> name "streaming" + params.
+ * Values: integers -> INT, other numbers -> REAL, true/false -> BOOL, else
+ * STR (lists such as skip_layers use ';' between items: "0;1"). Keys and
+ * strings are stored in buf. ENG_ERR_INVAL with err on a malformed spec. */
+eng_status eng_policy_parse_spec(const char *spec, eng_paramset *ps, char *name_out, size_t n_name, char *buf,
+                                 size_t n_buf, char *err, size_t n_err);
+
+/* ---- forward-pass hooks (engine-internal; called by forward.c only) ----
+ * Per forward call: call_begin; per chunk: room (tokens the chunk may add),
+ * then per layer: layer_evict -> rope_qk -> (append) -> attn_keys/probs ->
+ * (attention) -> layer_observe; after the chunk: step_end. */
+void eng_policy_unbind(eng_policy *p);   /* the state is going away */
+void eng_policy_call_begin(eng_policy *p);
+void eng_policy_chunk_tokens(eng_policy *p, const int32_t *tok, int T);
+int eng_policy_room(const eng_policy *p);
+int eng_policy_bounded(const eng_policy *p);
+void eng_policy_layer_evict(eng_policy *p, int l, int T);
+/* 1 when this policy handled the RoPE of q and k itself (pos=shift). */
+int eng_policy_rope_qk(eng_policy *p, int l, int T);
+/* Keys attention should read for layer l: the cache (pos=original) or the
+ * cache rotated by cache index into scratch (pos=shift); (NH, cap, D). */
+const float *eng_policy_attn_keys(eng_policy *p, int l, int T);
+/* (NH, T, cap) buffer for kn_attention's probs, or NULL if not needed. */
+float *eng_policy_probs(eng_policy *p);
+void eng_policy_layer_observe(eng_policy *p, int l, int T);
+void eng_policy_step_end(eng_policy *p, int T, int last_chunk);
+
+#endif /* ENGINE_POLICY_H */

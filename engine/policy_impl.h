@@ -1,0 +1,146 @@
+/* policy_impl.h — what policy.c and the policy_<family>.c files share: the
+ * eng_policy body, the per-family vtable (ggml-backend style: a const table
+ * of function pointers per method family, behind the opaque handle), and the
+ * pure selection helpers the tests check against naive references.
+ *
+ * A family file defines one or more `pol_ops` tables and touches nothing of
+ * the state except through the helpers here (held counts, compaction, the
+ * keys/values of a layer). Selection helpers are pure: they take scores and
+ * return the kept slot indices, sorted ascending, so a test can compare them
+ * with a sort-based reference on random inputs.
+ *
+ * Legend: L layers, NH heads, D head_dim, R rotary dims, cap slots per head,
+ * B max tokens per chunk, w observation window. */
+#ifndef ENGINE_POLICY_IMPL_H
+#define ENGINE_POLICY_IMPL_H
+
+#include "policy.h"
+
+enum {
+    POL_NEEDS_PROBS = 1,   /* scores from the attention probabilities of the new queries */
+    POL_AT_PREFILL = 2,    /* compresses the prompt once (window queries kept during prefill) */
+    POL_BOUNDED = 4,       /* never holds more than capacity(): chunks are split to fit */
+    POL_SLOT_SCORES = 8,   /* keeps a float score per (layer, head, slot), compacted with the cache */
+    POL_SLOT_IDS = 16,     /* keeps the token id of every (layer, head, slot), compacted with the cache */
+};
+
+typedef struct pol_ops {
+    const char *name;
+    unsigned flags;
+    /* read this family's params (pol_param_* helpers); fill p->desc */
+    eng_status (*parse)(eng_policy *p, char *err, size_t n_err);
+    int (*capacity)(const eng_policy *p, int n_tokens);
+    /* slots layer l keeps at the start of this step when it holds n (n: no eviction) */
+    int (*target)(const eng_policy *p, int l, int h, int n);
+    /* choose keep[0..k) (ascending) for (l, h) holding n slots; return k.
+     * Called only when target(l, n) < n. */
+    int (*select)(eng_policy *p, int l, int h, int n, int k, int32_t *keep);
+    /* after the layer's attention (scores); may be NULL */
+    void (*observe)(eng_policy *p, int l, int T);
+    /* at-prefill compression of layer l (end of the first call); may be NULL */
+    void (*prefill)(eng_policy *p, int l);
+} pol_ops;
+
+struct eng_policy {
+    const pol_ops *ops;
+    char name[32];
+    char desc[256];
+    eng_config cfg;
+    const eng_paramset *ps;   /* during create only */
+    uint64_t used;            /* params consumed by parse (bit i = ps->p[i]) */
+
+    /* params (each family reads the ones it has) */
+    int pos_shift;
+    int sink, recent, heavy, interval, budget, window, kernel, pool_max, prune_after;
+    double keep_ratio, beta;
+    unsigned char *skip;      /* (L) 1 = layer never compressed */
+    int init, sep_cap, local, cache;   /* sepllm */
+    int n_seps;
+    int32_t seps[64];         /* separator token ids (sepllm) */
+
+    /* binding to one state, sized at eng_state_set_policy */
+    eng_state *st;
+    int cap, n_batch;
+    void *work;               /* the single working allocation */
+    float *probs;             /* (NH, B, cap)   attention probabilities of the chunk */
+    float *kshift;            /* (NH, cap, D)   keys rotated by cache index (pos=shift) */
+    float *sh_cos, *sh_sin;   /* (cap, R/2)     RoPE tables for positions 0..cap-1 */
+    float *score;             /* (L, NH, cap)   per-slot scores (POL_SLOT_SCORES) */
+    float *tmp;               /* (2, cap)       selection scratch */
+    int32_t *keep;            /* (cap) */
+    int32_t *ord;             /* (cap) */
+    float *winq;              /* (L, w, NH*D)   last w prefill queries per layer (POL_AT_PREFILL) */
+    float *wprobs;            /* (NH, w, cap) */
+    float *wout;              /* (w, NH*D) */
+    int32_t *wvis;            /* (NH, w) */
+    int32_t *wn;              /* (L) window rows held */
+    int32_t *ids;             /* (L, NH, cap)   token id per slot (POL_SLOT_IDS) */
+    int32_t *n_sep;           /* (L, NH)        slots of the separator region (sepllm) */
+    const int32_t *chunk_tok; /* (T) ids of the chunk being run */
+
+    /* per-sequence */
+    int64_t steps;            /* chunks since the sequence started */
+    int64_t last_evict;       /* step of the last lazy eviction */
+    int in_prefill;           /* inside the first forward call */
+
+    /* statistics */
+    void *mem;                /* the creation allocation (skip flags, per-layer sums) */
+    double *layer_sum;        /* (L) sum over steps of mean slots per head */
+    double *layer_mean;       /* (L) */
+    double tok_sum;
+    int64_t n_steps, tok_max, peak_slots, evictions;
+};
+
+/* ---- params (policy.c) ----
+ * Each returns ENG_OK with the default when the key is absent, ENG_ERR_INVAL
+ * naming the key on a wrong type or an out-of-range value. */
+eng_status pol_param_int(eng_policy *p, const char *key, int def, int lo, int hi, int *out, char *err,
+                         size_t n_err);
+eng_status pol_param_real(eng_policy *p, const char *key, double def, double lo, double hi, double *out,
+                          char *err, size_t n_err);
+/* value must be one of `choices` ("a|b|c"); *out = its index */
+eng_status pol_param_enum(eng_policy *p, const char *key, const char *choices, int def, int *out, char *err,
+                          size_t n_err);
+/* list of layer indices ("0;1", "0,1", an INT, or "" / "none") into p->skip */
+eng_status pol_param_layers(eng_policy *p, const char *key, const char *def, char *err, size_t n_err);
+/* pos=original|shift into p->pos_shift */
+eng_status pol_param_pos(eng_policy *p, int def_shift, char *err, size_t n_err);
+
+/* ---- state access (policy.c) ---- */
+int32_t *pol_held(const eng_policy *p, int l);   /* (NH) slots held per head of layer l */
+/* Keys of layer l as attention sees them, rotated to cache index under pos=shift. */
+const float *pol_keys(eng_policy *p, int l);
+/* Compact head h of layer l to keep[0..k) (ascending); per-slot scores too. */
+void pol_compact(eng_policy *p, int l, int h, const int32_t *keep, int k);
+
+/* ---- pure selection helpers (policy.c) ----
+ * Ranking: a higher score ranks first; equal scores rank the lower (older)
+ * index first. Results are ascending slot indices. */
+/* keep the k best of idx[0..m) by score (score indexed by slot); writes into
+ * out and returns k. ord: (m) scratch. */
+int pol_topk(const float *score, const int32_t *idx, int m, int k, int32_t *out, int32_t *ord);
+/* [0, sink) ∪ [n - recent, n) */
+int pol_select_sink_recent(int n, int sink, int recent, int32_t *keep);
+/* [0, sink) ∪ top-heavy of [sink, n - recent) by acc ∪ [n - recent, n) */
+int pol_select_h2o(const float *acc, int n, int sink, int heavy, int recent, int32_t *keep, int32_t *scratch);
+/* SnapKV pooling of window scores s(m) into out(m): kernel odd, zero padding
+ * for avg (count_include_pad), -inf padding for max. */
+void pol_pool1d(const float *s, int m, int kernel, int use_max, float *out);
+/* PyramidKV per-layer heavy count (window excluded) for layer l of L. */
+int pol_pyramid_cap(int budget, int window, double beta, int L, int l, int q_len);
+
+void pol_sort_i32(int32_t *v, int n);
+
+/* capacity of a policy that holds at most `budget` slots after an eviction */
+static inline int pol_cap_bounded(long budget, int n_tokens) {
+    long c = budget + ENG_POLICY_SLACK;
+    return c < n_tokens ? (int)c : n_tokens;
+}
+
+extern const pol_ops pol_ops_full, pol_ops_window, pol_ops_streaming;
+extern const pol_ops pol_ops_h2o, pol_ops_lazy_h2o, pol_ops_tova;
+extern const pol_ops pol_ops_knorm, pol_ops_l2;
+extern const pol_ops pol_ops_snapkv, pol_ops_pyramidkv;
+extern const pol_ops pol_ops_sepllm;
+
+#endif /* ENGINE_POLICY_IMPL_H */
