@@ -5,6 +5,10 @@
 #   build/libkernels.a   kernels/cpu/*.c (+ kernels/cuda/*.cu when CUDA=1, else kernels/cuda_stub.c)
 #   build/libengine.a    engine/*.c except engine/*_main.c
 #   build/kvrun          engine/kvrun_main.c
+#   build/libkvq.a       worker/*.c except *_main.c: job codec, msgpack guard, Redis queue
+#   build/libsubmit.a    submit/*.c except *_main.c + schema/*.sql (embedded): sweep, results.db
+#   build/kvworker       worker/kvworker_main.c (engine + libkvq)
+#   build/kvsubmit       submit/kvsubmit_main.c (libsubmit + libkvq; no engine)
 #   build/tests/test_*   tests/test_*.c, one CUnit binary per module
 # (Keep comments off assignment lines: make keeps the trailing spaces.)
 
@@ -20,13 +24,15 @@ SAN       ?=
 BLAS_DIR  ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_INC  ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 
-CPPFLAGS  += -Ikernels -Iengine -I$(BLAS_INC) -MMD -MP -D_GNU_SOURCE
+CPPFLAGS  += -Ikernels -Iengine -Iworker -Isubmit -I$(BLAS_INC) -MMD -MP -D_GNU_SOURCE
 CFLAGS    ?= -O2 -g
 CFLAGS    += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -fopenmp $(SAN)
 NVCCFLAGS ?= -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
 NVCCFLAGS += -Werror all-warnings
 LDFLAGS   += -fopenmp $(SAN) -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR)
-LDLIBS    += -lopenblas -ljansson -lpcre2-8 -lutf8proc -lm
+LDLIBS    += -lopenblas -ljansson -lpcre2-8 -lutf8proc -lcrypto -lm
+KVQ_LIBS  := -lhiredis -lmsgpackc -lcrypto
+SUB_LIBS  := -lsqlite3 -ljansson $(KVQ_LIBS)
 
 KERN_SRC  := $(wildcard kernels/cpu/*.c)
 ifeq ($(CUDA),1)
@@ -38,10 +44,14 @@ endif
 KERN_OBJ  := $(KERN_SRC:%.c=$(BUILD)/%.o) $(KERN_CU:%.cu=$(BUILD)/%.cu.o)
 ENG_SRC   := $(filter-out %_main.c,$(wildcard engine/*.c))
 ENG_OBJ   := $(ENG_SRC:%.c=$(BUILD)/%.o)
+KVQ_SRC   := $(filter-out %_main.c,$(wildcard worker/*.c))
+KVQ_OBJ   := $(KVQ_SRC:%.c=$(BUILD)/%.o)
+SUB_SRC   := $(filter-out %_main.c,$(wildcard submit/*.c))
+SUB_OBJ   := $(SUB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/schema/schema_sql.o
 TEST_SRC  := $(wildcard tests/test_*.c)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELP := $(BUILD)/tests/testutil.o
-BINS      := $(BUILD)/kvrun
+BINS      := $(BUILD)/kvrun $(BUILD)/kvworker $(BUILD)/kvsubmit
 
 Q := $(if $(V),,@)
 
@@ -71,20 +81,41 @@ $(BUILD)/libkernels.a: $(KERN_OBJ)
 $(BUILD)/libengine.a: $(ENG_OBJ)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
+$(BUILD)/libkvq.a: $(KVQ_OBJ)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+$(BUILD)/libsubmit.a: $(SUB_OBJ)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+# schema/NNN_*.sql become C strings (kv_schema_sql[], in version order).
+$(BUILD)/schema/schema_sql.c: $(sort $(wildcard schema/*.sql)) ops/embed-sql.sh
+	@mkdir -p $(@D)
+	$(Q)sh ops/embed-sql.sh $(sort $(wildcard schema/*.sql)) > $@
+
+$(BUILD)/schema/schema_sql.o: $(BUILD)/schema/schema_sql.c
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
 LIBS := $(BUILD)/libengine.a $(BUILD)/libkernels.a
 
 $(BUILD)/kvrun: $(BUILD)/engine/kvrun_main.o $(LIBS)
 	@echo "  LD    $@"
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BUILD)/kvworker: $(BUILD)/worker/kvworker_main.o $(BUILD)/libkvq.a $(LIBS)
+	@echo "  LD    $@"
+	$(Q)$(CC) $(LDFLAGS) $^ $(KVQ_LIBS) $(LDLIBS) -o $@
+
+$(BUILD)/kvsubmit: $(BUILD)/submit/kvsubmit_main.o $(BUILD)/libsubmit.a $(BUILD)/libkvq.a
+	@echo "  LD    $@"
+	$(Q)$(CC) $(LDFLAGS) $^ $(SUB_LIBS) -lm -o $@
+
 # Benchmarks are plain programs (tests/bench_*.c), built by `make bench`.
 $(BUILD)/bench_%: $(BUILD)/tests/bench_%.o $(LIBS)
 	@echo "  LD    $@"
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_HELP) $(LIBS)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_HELP) $(BUILD)/libsubmit.a $(BUILD)/libkvq.a $(LIBS)
 	@echo "  LD    $@"
-	$(Q)$(CC) $(LDFLAGS) $^ -lcunit $(LDLIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS) $^ -lcunit $(SUB_LIBS) $(LDLIBS) -o $@
 
 # Tests find the real tokenizer through KV_TOKENIZER or ../shared/data.
 KV_TOKENIZER ?= $(abspath ../shared/data/pythia-tokenizer.json)
@@ -112,7 +143,8 @@ bench: deps all $(BENCH_BIN)
 	$(Q)sh ops/bench.sh $(BUILD)
 
 check-deps:
-	@! grep -rEn '#include *[<"](hiredis|sqlite3)' engine kernels
+	@! grep -rEn '#include *[<"](hiredis|sqlite3|hiredis/hiredis)' engine kernels
+	@! grep -rEn '#include *[<"](sqlite3)' worker
 
 clean:
 	rm -rf build build-asan build-fuzz

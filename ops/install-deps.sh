@@ -5,7 +5,8 @@
 #   sh ops/install-deps.sh --check  exit 0 iff everything is already there
 set -eu
 PKGS="build-essential pkg-config clang libopenblas-openmp-dev libcunit1-dev
-libjansson-dev libpcre2-dev libutf8proc-dev"
+libjansson-dev libpcre2-dev libutf8proc-dev libhiredis-dev libmsgpack-dev
+libsqlite3-dev sqlite3 libssl-dev redis-server"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -5,7 +5,11 @@
 #
 # Each tests/fuzz/fuzz_<name>.c is linked with all engine/*.c except
 # engine/*_main.c, kernels/cpu/*.c and kernels/cuda_stub.c (whichever exist),
-# under clang -fsanitize=fuzzer,address,undefined, into build-fuzz/. Each
+# plus an archive of worker/*.c (except *_main.c) and submit/sweep*.c (the
+# job codec, msgpack guard and sweep parser; as an archive, a target pulls in
+# only the members it uses, so the Redis code is not linked into a parser
+# target), under clang -fsanitize=fuzzer,address,undefined, into
+# build-fuzz/. Each
 # target then runs for SECONDS on a copy of tests/fuzz/corpus/<name>/ (new
 # inputs stay in build-fuzz/, the seeds in git are not touched), with
 # tests/fuzz/corpus/<name>.dict as a dictionary when present. Crash, leak,
@@ -21,8 +25,8 @@ OUT=build-fuzz
 CC=${FUZZ_CC:-clang}
 BLAS_INC=/usr/include/x86_64-linux-gnu/openblas-openmp
 BLAS_DIR=/usr/lib/x86_64-linux-gnu/openblas-openmp
-CFLAGS="-fsanitize=fuzzer,address,undefined -g -O1 -D_GNU_SOURCE -fopenmp -Iengine -Ikernels -I$BLAS_INC"
-LIBS="-L$BLAS_DIR -Wl,-rpath,$BLAS_DIR -lopenblas -ljansson -lpcre2-8 -lutf8proc -lm"
+CFLAGS="-fsanitize=fuzzer,address,undefined -g -O1 -D_GNU_SOURCE -fopenmp -Iengine -Ikernels -Iworker -Isubmit -I$BLAS_INC"
+LIBS="-L$BLAS_DIR -Wl,-rpath,$BLAS_DIR -lopenblas -lmsgpackc -lcrypto -lhiredis -ljansson -lpcre2-8 -lutf8proc -lm"
 mkdir -p "$OUT/obj" "$OUT/corpus" "$OUT/artifacts" "$OUT/logs"
 
 # Library objects: compiled once per run (instrumented), shared by all targets.
@@ -37,6 +41,22 @@ for src in engine/*.c kernels/cpu/*.c kernels/cuda_stub.c; do
     fi
     OBJS="$OBJS $obj"
 done
+
+# Job codec and sweep parser: one archive, linked after the engine objects.
+KVQ_OBJS=""
+for src in worker/*.c submit/sweep*.c; do
+    [ -f "$src" ] || continue
+    case "$src" in *_main.c) continue ;; esac
+    obj="$OUT/obj/$(echo "$src" | tr '/' '_' | sed 's/\.c$/.o/')"
+    if ! $CC $CFLAGS -Wno-pass-failed -c "$src" -o "$obj"; then
+        echo "fuzz: cannot compile $src" >&2
+        exit 2
+    fi
+    KVQ_OBJS="$KVQ_OBJS $obj"
+done
+rm -f "$OUT/libkvfuzz.a"
+[ -z "$KVQ_OBJS" ] || ar rcs "$OUT/libkvfuzz.a" $KVQ_OBJS || exit 2
+[ -f "$OUT/libkvfuzz.a" ] && OBJS="$OBJS $OUT/libkvfuzz.a"
 
 status=0
 for src in tests/fuzz/fuzz_*.c; do
