@@ -1,5 +1,6 @@
 # kvsweep build. `make` (CUDA auto-detected), `make CUDA=0`, `make test`,
-# `make asan`, `make fuzz`, `make bench`, `make V=1` for full command lines.
+# `make demo`, `make asan`, `make fuzz`, `make bench`, `make soak`, `make V=1`
+# for full command lines.
 #
 # Layout of the products (dependency direction kernels <- engine <- CLIs):
 #   build/libkernels.a   kernels/cpu/*.c (+ kernels/cuda/*.cu when CUDA=1, else kernels/cuda_stub.c)
@@ -138,9 +139,25 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	$(Q)sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 
+# README's main command: a real sweep end to end on the CPU with a private
+# redis-server (ops/demo.sh stops everything it starts).
+demo: deps all
+	$(Q)sh ops/demo.sh $(BUILD)
+
+# T4 at full size: 1000 jobs, kill -9 chaos (the CI run uses 200).
+soak: deps all
+	$(Q)KV_CHAOS_JOBS=1000 sh tests/test_chaos.sh $(BUILD)
+
 BENCH_BIN := $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/bench_*.c))
 bench: deps all $(BENCH_BIN)
 	$(Q)sh ops/bench.sh $(BUILD)
+
+# KV policies: decode time vs context and eviction overhead (README "Measured").
+# bench_policy times the policy hooks by wrapping them at link time (GNU ld).
+BENCH_POLICY_HOOKS := call_begin room layer_evict rope_qk attn_keys layer_observe step_end
+$(BUILD)/bench_policy: LDFLAGS += $(foreach h,$(BENCH_POLICY_HOOKS),-Wl,--wrap=eng_policy_$(h))
+bench-policy: deps $(BUILD)/kvrun $(BUILD)/bench_policy
+	$(Q)sh ops/bench_policy.sh $(BUILD)
 
 check-deps:
 	@! grep -rEn '#include *[<"](hiredis|sqlite3|hiredis/hiredis)' engine kernels
@@ -149,6 +166,6 @@ check-deps:
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps test asan fuzz bench check-deps clean FORCE
+.PHONY: all deps test asan fuzz bench bench-policy demo soak check-deps clean FORCE
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -8,6 +8,7 @@
 
 #include "kn.h"
 #include "policy.h"
+#include "policy_mark.h"
 
 eng_status eng_state_init(eng_state **out, const eng_model *m, int n_ctx, int n_batch,
                           char *err, size_t n_err) {
@@ -121,24 +122,69 @@ static void rope_qk(eng_state *s, int l, int T) {
     kn_rope(s->qkv + C, T, c->n_head, c->head_dim, 3 * C, c->n_rot, s->rope_cos, s->rope_sin);
 }
 
+/* evict -> rope(q, k) -> cache -> attend -> score, for the T rows of s->qkv */
+static void attend(eng_state *s, int l, int T) {
+    const eng_config *c = &s->model->cfg;
+    size_t C = c->n_embd;
+    eng_policy *p = s->policy;
+    if (p) eng_policy_layer_evict(p, l, T);   // among the tokens held before these rows only
+    rope_qk(s, l, T);
+    cache_append(s, l, T);
+    if (!p || !eng_policy_attend(p, l, T)) {   // kivi/think attend over their own store
+        const float *K = p ? eng_policy_attn_keys(p, l, T) : eng_kvcache_k(&s->kv, l);
+        kn_attention(s->att, s->qkv, 3 * C, K, eng_kvcache_v(&s->kv, l), T, c->n_head, c->head_dim, s->kv.cap,
+                     s->n_vis, s->att_scratch, p ? eng_policy_probs(p) : NULL);
+    }
+    if (p) eng_policy_layer_observe(p, l, T);
+}
+
+/* Row t of a T-row chunk as a policy step of its own (s->policy_steps): the
+ * row views of the activations are shifted to row t, attend runs with T = 1,
+ * and the views are put back. Equal to a call with that token alone. */
+static void attend_step(eng_state *s, int l, int T, int t) {
+    const eng_config *c = &s->model->cfg;
+    size_t C = c->n_embd, R2 = (size_t)c->n_rot / 2;
+    float *qkv = s->qkv, *att = s->att, *rc = s->rope_cos, *rs = s->rope_sin;
+    int32_t *pos = s->pos;
+    s->qkv += (size_t)t * 3 * C;
+    s->att += (size_t)t * C;
+    s->rope_cos += (size_t)t * R2;
+    s->rope_sin += (size_t)t * R2;
+    s->pos += t;
+    eng_policy_substep(s->policy, t, T);
+    attend(s, l, 1);
+    s->qkv = qkv;
+    s->att = att;
+    s->rope_cos = rc;
+    s->rope_sin = rs;
+    s->pos = pos;
+}
+
 static void layer_forward(eng_state *s, int l, int T) {
     const eng_model *m = s->model;
     const eng_config *c = &m->cfg;
     const eng_weights *w = &m->w;
     size_t C = c->n_embd, F = c->n_ff;
-    int NH = c->n_head, D = c->head_dim;
     eng_policy *p = s->policy;
 
     // attention branch: ln1 -> qkv -> [evict] -> rope(q, k) -> cache -> attend -> [score] -> dense
     kn_layernorm(s->h, s->x, w->ln1_w + l * C, w->ln1_b + l * C, T, (int)C, c->ln_eps);
     matmul(s, s->qkv, s->h, w->qkv_w, w->qkv_w_h, l, w->qkv_b + l * 3 * C, T, (int)C, (int)(3 * C));
-    if (p) eng_policy_layer_evict(p, l, T);   // among the tokens held before this chunk only
-    rope_qk(s, l, T);
-    cache_append(s, l, T);
-    const float *K = p ? eng_policy_attn_keys(p, l, T) : eng_kvcache_k(&s->kv, l);
-    kn_attention(s->att, s->qkv, 3 * C, K, eng_kvcache_v(&s->kv, l), T, NH, D, s->kv.cap, s->n_vis,
-                 s->att_scratch, p ? eng_policy_probs(p) : NULL);
-    if (p) eng_policy_layer_observe(p, l, T);
+    int r = s->mark ? s->mark_chunk_row : -1;   // a mark row in this chunk (policy_mark.h)
+    if (r >= T) r = -1;
+    if (r >= 0) eng_state_mark_layer_begin(s->mark, s, l);
+    if (p && ((s->policy_steps && T > 1) || r > 0)) {
+        for (int t = 0; t < T; t++) {
+            if (t == r) {
+                eng_policy_substep(p, t, T);
+                eng_state_mark_layer_save(s->mark, s, l, t);
+            }
+            attend_step(s, l, T, t);
+        }
+    } else {
+        if (r == 0) eng_state_mark_layer_save(s->mark, s, l, 0);
+        attend(s, l, T);
+    }
     matmul(s, s->ao, s->att, w->o_w, w->o_w_h, l, w->o_b + l * C, T, (int)C, (int)C);
 
     // MLP branch reads ln2(x) of the same x (parallel) or of x + attn (sequential)
@@ -186,6 +232,9 @@ static eng_status forward_chunk(eng_state *s, const int32_t *tok, int T, float *
 
 eng_status eng_forward(eng_state *s, const int32_t *tokens, int n, float *logits, int all_logits) {
     const eng_config *c = &s->model->cfg;
+    struct eng_state_mark *mk = s->mark;   // a mark row applies to this call only
+    int mrow = s->mark_row;
+    s->mark = NULL;
     if (n <= 0) {
         eng_errf(s->err, sizeof s->err, "forward: no tokens");
         return ENG_ERR_INVAL;
@@ -221,10 +270,13 @@ eng_status eng_forward(eng_state *s, const int32_t *tokens, int n, float *logits
             if (T > room) T = room;
         }
         int last = i + T == n;
+        s->mark = mk;
+        s->mark_chunk_row = mrow - i;
         float *lg = NULL;
         if (logits && all_logits) lg = logits + (size_t)i * c->n_vocab;
         else if (logits && last) lg = logits;
         eng_status st = forward_chunk(s, tokens + i, T, lg, all_logits, last);
+        s->mark = NULL;
         if (st != ENG_OK) return st;
         i += T;
     }

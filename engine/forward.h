@@ -52,6 +52,12 @@ typedef struct eng_state {
     eng_trace_fn trace;
     void *trace_ud;
     struct eng_policy *policy; /* KV policy (policy.h), NULL: keep everything; not owned */
+    int policy_steps;  /* 1: under a policy, every token of a multi-token call is its own
+                          policy step (evict, append, attend, score), exactly as if the
+                          tokens came one call each; matmuls stay batched (spec.c) */
+    struct eng_state_mark *mark; /* policy_mark.h: save at row mark_row of the next call */
+    int mark_row;      /* in the call; mark_chunk_row: in the current chunk */
+    int mark_chunk_row;
     char err[256];
 } eng_state;
 

@@ -23,7 +23,7 @@
 static const pol_ops *const g_families[] = {
     &pol_ops_full, &pol_ops_window, &pol_ops_streaming, &pol_ops_h2o, &pol_ops_lazy_h2o,
     &pol_ops_tova, &pol_ops_knorm,  &pol_ops_l2,        &pol_ops_snapkv, &pol_ops_pyramidkv,
-    &pol_ops_sepllm,
+    &pol_ops_sepllm, &pol_ops_kivi, &pol_ops_think,
 };
 
 /* ------------------------------------------------------------ params */
@@ -192,6 +192,8 @@ eng_status eng_policy_create(eng_policy **out, const char *name, const eng_param
     return ENG_OK;
 }
 
+void eng_policy_set_max_tokens(eng_policy *p, int n_tokens) { p->max_tokens = n_tokens > 0 ? n_tokens : 0; }
+
 void eng_policy_free(eng_policy *p) {
     if (!p) return;
     if (p->st && p->st->policy == p) p->st->policy = NULL;
@@ -206,6 +208,8 @@ int eng_policy_at_prefill(const eng_policy *p) { return (p->ops->flags & POL_AT_
 int eng_policy_bounded(const eng_policy *p) { return (p->ops->flags & POL_BOUNDED) != 0; }
 
 int eng_policy_capacity(const eng_policy *p, int n_tokens) {
+    // the sequence length a store-changing policy sizes its store for at attach (a sizing hint)
+    ((eng_policy *)p)->max_tokens = n_tokens;
     int c = p->ops->capacity(p, n_tokens);
     return c < n_tokens ? c : n_tokens;
 }
@@ -248,8 +252,11 @@ eng_status eng_state_set_policy(eng_state *s, eng_policy *p) {
     size_t total = 0;
     for (size_t i = 0; i < sizeof nf / sizeof nf[0]; i++) total += nf[i];
     for (size_t i = 0; i < sizeof ni / sizeof ni[0]; i++) total += ni[i];
+    int n_max = p->max_tokens > (int)cap ? p->max_tokens : (int)cap;
+    size_t head = (total * sizeof(float) + 64 + 63) & ~(size_t)63;
+    p->store_bytes = p->store && p->store->size ? p->store->size(p, (int)cap, (int)B, n_max, s->n_threads) : 0;
     eng_free(p->work);
-    p->work = eng_alloc(total * sizeof(float) + 64);
+    p->work = eng_alloc(head + p->store_bytes);
     if (!p->work) {
         p->st = NULL;
         eng_errf(s->err, sizeof s->err, "set_policy: out of memory for policy '%s' (cap %zu)", p->name, cap);
@@ -270,6 +277,8 @@ eng_status eng_state_set_policy(eng_state *s, eng_policy *p) {
         for (size_t j = 0; j < cap; j++) pos[j] = (int32_t)j;
         kn_rope_table(p->sh_cos, p->sh_sin, s->inv_freq, pos, (int)cap, c->n_rot);
     }
+    p->n_max = n_max;
+    if (p->store && p->store->carve) p->store->carve(p, (unsigned char *)p->work + head, (int)cap, (int)B, s->n_threads);
     p->st = s;
     p->cap = (int)cap;
     p->n_batch = (int)B;
@@ -331,15 +340,24 @@ void eng_policy_call_begin(eng_policy *p) {
         p->steps = p->last_evict = 0;
         if (p->wn) memset(p->wn, 0, (size_t)p->cfg.n_layer * sizeof(int32_t));
         if (p->n_sep) memset(p->n_sep, 0, (size_t)p->cfg.n_layer * p->cfg.n_head * sizeof(int32_t));
+        if (p->store && p->store->reset) p->store->reset(p);
     }
 }
 
 void eng_policy_chunk_tokens(eng_policy *p, const int32_t *tok, int T) {
     (void)T;
-    p->chunk_tok = tok;
+    p->chunk_tok = p->chunk_tok0 = tok;
+    p->chunk_steps0 = p->steps;
+}
+
+void eng_policy_substep(eng_policy *p, int t, int T) {
+    (void)T;
+    p->chunk_tok = p->chunk_tok0 + t;
+    p->steps = p->chunk_steps0 + t;   // step_end adds the last one
 }
 
 int eng_policy_room(const eng_policy *p) {
+    if (p->store && p->store->room) return p->store->room(p);
     int most = 0;
     for (int l = 0; l < p->cfg.n_layer; l++) {
         const int32_t *n = pol_held(p, l);
@@ -370,6 +388,11 @@ void eng_policy_layer_evict(eng_policy *p, int l, int T) {
             for (int j = n[h]; j < e; j++) id[j] = p->chunk_tok[j - n[h]];
         }
     }
+    if (p->store && p->store->layer_begin) p->store->layer_begin(p, l, T);
+}
+
+int eng_policy_attend(eng_policy *p, int l, int T) {
+    return p->store && p->store->attend ? p->store->attend(p, l, T) : 0;
 }
 
 int eng_policy_rope_qk(eng_policy *p, int l, int T) {
@@ -422,8 +445,9 @@ void eng_policy_step_end(eng_policy *p, int T, int last_chunk) {
         const int32_t *n = pol_held(p, l);
         int64_t sum = 0;
         for (int h = 0; h < NH; h++) {
-            sum += n[h];
-            if (n[h] > p->tok_max) p->tok_max = n[h];
+            int64_t k = p->store && p->store->tokens ? p->store->tokens(p, l, h) : n[h];
+            sum += k;
+            if (k > p->tok_max) p->tok_max = k;
         }
         p->layer_sum[l] += (double)sum / NH;
         all += (double)sum / NH;
@@ -431,6 +455,10 @@ void eng_policy_step_end(eng_policy *p, int T, int last_chunk) {
     }
     p->tok_sum += all / L;
     if (slots > p->peak_slots) p->peak_slots = slots;
+    if (p->store && p->store->bytes) {
+        int64_t b = p->store->bytes(p);
+        if (b > p->peak_bytes) p->peak_bytes = b;
+    }
     p->n_steps++;
 }
 
@@ -439,7 +467,7 @@ void eng_policy_step_end(eng_policy *p, int T, int last_chunk) {
 void eng_policy_stats_reset(eng_policy *p) {
     for (int l = 0; l < p->cfg.n_layer; l++) p->layer_sum[l] = p->layer_mean[l] = 0;
     p->tok_sum = 0;
-    p->n_steps = p->tok_max = p->peak_slots = p->evictions = 0;
+    p->n_steps = p->tok_max = p->peak_slots = p->evictions = p->peak_bytes = p->compressed = 0;
 }
 
 void eng_policy_stats_get(const eng_policy *p, eng_policy_stats *st) {
@@ -450,10 +478,11 @@ void eng_policy_stats_get(const eng_policy *p, eng_policy_stats *st) {
     st->cache_tokens_mean = p->n_steps ? p->tok_sum / (double)p->n_steps : 0;
     st->cache_tokens_max = p->tok_max;
     st->kv_bytes = p->peak_slots * 2 * (int64_t)c->head_dim * (int64_t)sizeof(float);
-    st->kv_bytes_alloc = p->st ? (int64_t)p->st->kv.bytes : 0;
+    if (p->store && p->store->bytes) st->kv_bytes = p->peak_bytes;
+    st->kv_bytes_alloc = p->st ? (int64_t)p->st->kv.bytes + (int64_t)p->store_kv_bytes : 0;
     st->evictions = p->evictions;
     st->evicted_tokens = (double)p->evictions / ((double)c->n_layer * c->n_head);
-    st->triggered = p->evictions > 0;
+    st->triggered = p->evictions > 0 || p->compressed > 0;
     for (int l = 0; l < c->n_layer; l++) {
         q->layer_mean[l] = p->n_steps ? p->layer_sum[l] / (double)p->n_steps : 0;
         if (fabs(q->layer_mean[l] - q->layer_mean[0]) > 1e-9) st->layers_differ = 1;

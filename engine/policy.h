@@ -53,14 +53,14 @@ typedef struct eng_policy_stats {
     int64_t kv_bytes_alloc;     /* bytes of K+V the state allocated */
     int64_t evictions;          /* (layer, head, token) entries evicted */
     double evicted_tokens;      /* evictions / (n_layer * n_head) */
-    int triggered;              /* 1 once any entry was evicted */
+    int triggered;              /* 1 once any entry was evicted (or quantized / channel-pruned: kivi, think) */
     int layers_differ;          /* per-layer means are not all equal */
     const double *layer_tokens_mean; /* (n_layer) mean slots per head, borrowed */
     int n_layer;
 } eng_policy_stats;
 
 /* name: full | window | streaming | h2o | lazy_h2o | knorm | l2 | tova |
- * snapkv | pyramidkv | sepllm. params may be NULL (all defaults). Unknown name:
+ * snapkv | pyramidkv | sepllm | kivi | think. params may be NULL (all defaults). Unknown name:
  * ENG_ERR_UNSUPPORTED "unsupported policy 'x'"; unknown or invalid param:
  * ENG_ERR_INVAL naming it. On failure *out is NULL and err says why. */
 eng_status eng_policy_create(eng_policy **out, const char *name, const eng_paramset *params,
@@ -74,6 +74,11 @@ const char *eng_policy_describe(const eng_policy *p);
  * (n_tokens for unbounded policies; budget + ENG_POLICY_SLACK (+ interval)
  * for bounded ones, never more than n_tokens). */
 int eng_policy_capacity(const eng_policy *p, int n_tokens);
+/* Policies that change what is stored (kivi) size their store, at attach,
+ * for the longest sequence they will hold: the n_tokens of the last
+ * eng_policy_capacity call, or this value (0: the state's KV capacity). A
+ * sequence that outgrows it fails with ENG_ERR_CAPACITY. */
+void eng_policy_set_max_tokens(eng_policy *p, int n_tokens);
 /* 1 when the policy compresses only the prompt (the first forward call). */
 int eng_policy_at_prefill(const eng_policy *p);
 
@@ -100,6 +105,8 @@ eng_status eng_policy_parse_spec(const char *spec, eng_paramset *ps, char *name_
 void eng_policy_unbind(eng_policy *p);   /* the state is going away */
 void eng_policy_call_begin(eng_policy *p);
 void eng_policy_chunk_tokens(eng_policy *p, const int32_t *tok, int T);
+/* Row t of the chunk's T runs next as a step of its own (eng_state.policy_steps). */
+void eng_policy_substep(eng_policy *p, int t, int T);
 int eng_policy_room(const eng_policy *p);
 int eng_policy_bounded(const eng_policy *p);
 void eng_policy_layer_evict(eng_policy *p, int l, int T);
@@ -110,6 +117,9 @@ int eng_policy_rope_qk(eng_policy *p, int l, int T);
 const float *eng_policy_attn_keys(eng_policy *p, int l, int T);
 /* (NH, T, cap) buffer for kn_attention's probs, or NULL if not needed. */
 float *eng_policy_probs(eng_policy *p);
+/* 1 when the policy ran layer l's attention itself into the state's att
+ * buffer (kivi over its quantized store, think over its pruned keys). */
+int eng_policy_attend(eng_policy *p, int l, int T);
 void eng_policy_layer_observe(eng_policy *p, int l, int T);
 void eng_policy_step_end(eng_policy *p, int T, int last_chunk);
 

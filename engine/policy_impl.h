@@ -41,8 +41,25 @@ typedef struct pol_ops {
     void (*prefill)(eng_policy *p, int l);
 } pol_ops;
 
+/* Families that change what is stored (kivi, think) add a second table,
+ * set by their parse: a store carved from the same single attach
+ * allocation, the per-layer step hook that moves held tokens into it, and
+ * the attention over it. Every member may be NULL. */
+typedef struct pol_store_ops {
+    /* bytes of store for a state of `cap` slots, chunks of B and sequences of n_max tokens */
+    size_t (*size)(const eng_policy *p, int cap, int B, int n_max, int n_thr);
+    void (*carve)(eng_policy *p, unsigned char *mem, int cap, int B, int n_thr);
+    void (*reset)(eng_policy *p);                       /* a new sequence starts */
+    void (*layer_begin)(eng_policy *p, int l, int T);   /* start of layer l's step, held tokens only */
+    int (*attend)(eng_policy *p, int l, int T);         /* 1: wrote st->att itself */
+    int (*room)(const eng_policy *p);                   /* tokens the next chunk may add */
+    int64_t (*tokens)(const eng_policy *p, int l, int h);   /* tokens (l, h) holds */
+    int64_t (*bytes)(const eng_policy *p);              /* K+V bytes held now */
+} pol_store_ops;
+
 struct eng_policy {
     const pol_ops *ops;
+    const pol_store_ops *store;   /* NULL unless the family changes what is stored */
     char name[32];
     char desc[256];
     eng_config cfg;
@@ -76,7 +93,25 @@ struct eng_policy {
     int32_t *wn;              /* (L) window rows held */
     int32_t *ids;             /* (L, NH, cap)   token id per slot (POL_SLOT_IDS) */
     int32_t *n_sep;           /* (L, NH)        slots of the separator region (sepllm) */
-    const int32_t *chunk_tok; /* (T) ids of the chunk being run */
+    const int32_t *chunk_tok; /* (T) ids of the chunk being run (of row t in a policy step, forward.h) */
+    const int32_t *chunk_tok0;/* (T) ids of the whole chunk */
+    int64_t chunk_steps0;     /* steps when the chunk began */
+
+    /* store-changing families (policy_quant.c): params and the store */
+    int bits, group, residual, max_tokens, n_max;
+    double ratio;
+    size_t store_bytes;       /* bytes of the store inside work */
+    size_t store_kv_bytes;    /* of which K/V data (packed codes, min/scale); the rest is per-layer scratch */
+    int32_t *nq;              /* (2, L)          kivi: tokens whose K | V are quantized; think: pruned rows */
+    unsigned char *qk, *qv;   /* (L, NH, n_max·D·bits/8) packed codes (kivi) */
+    float *k_mn, *k_sc;       /* (L, NH, n_max/G, D) per-channel key group min and scale (kivi) */
+    float *v_mn, *v_sc;       /* (L, NH, n_max, D/G) per-token value group min and scale (kivi) */
+    float *dk, *dv;           /* (NH, n_max, D)  one layer's keys/values as attention reads them */
+    float *att_s;             /* (n_thr, n_max)  attention scratch over n_max keys */
+    int32_t *nvis;            /* (NH, B)         keys visible per query over the store */
+    int32_t *chan;            /* (L, NH, D)      think: kept channels first (ascending), then pruned */
+    int32_t *n_keep;          /* (L, NH)         think: kept channels */
+    double *think_score;      /* (D)             think: channel scores of one head */
 
     /* per-sequence */
     int64_t steps;            /* chunks since the sequence started */
@@ -88,7 +123,8 @@ struct eng_policy {
     double *layer_sum;        /* (L) sum over steps of mean slots per head */
     double *layer_mean;       /* (L) */
     double tok_sum;
-    int64_t n_steps, tok_max, peak_slots, evictions;
+    int64_t n_steps, tok_max, peak_slots, evictions, peak_bytes;
+    int64_t compressed;       /* (layer, head, token) entries quantized or channel-pruned */
 };
 
 /* ---- params (policy.c) ----
@@ -131,6 +167,24 @@ int pol_pyramid_cap(int budget, int window, double beta, int L, int l, int q_len
 
 void pol_sort_i32(int32_t *v, int n);
 
+/* ---- quantization helpers (policy_quant.c) ----
+ * KIVI's asymmetric min-max quantizer over the n values x[i·stride]:
+ * mn = min, scale = (max − mn)/(2^bits − 1), code = clamp(rint((x − mn)/scale),
+ * 0, 2^bits − 1) (round half to even; code 0 when scale is 0). Codes go to
+ * the packed bit stream at element indices first + i·code_stride (bits 2, 4
+ * or 8: a code never straddles a byte). */
+void pol_quant_minmax(const float *x, int n, size_t stride, int bits, unsigned char *packed, size_t first,
+                      size_t code_stride, float *mn, float *scale);
+static inline unsigned pol_code_get(const unsigned char *packed, size_t i, int bits) {
+    size_t bit = i * (size_t)bits;
+    return (packed[bit >> 3] >> (bit & 7)) & ((1u << bits) - 1u);
+}
+/* ThinK channel scores of one head: score[c] = mean_i q_i[c]² · mean_j k_j[c]²
+ * over nq query rows (q_stride apart) and nk key rows (D apart), in double. */
+void pol_think_scores(const float *q, int nq, size_t q_stride, const float *k, int nk, int D, double *score);
+/* kivi: K+V bytes one (layer, head) holds with `total` tokens (after the rule ran) */
+int64_t pol_kivi_bytes(int total, int D, int bits, int group, int residual);
+
 /* capacity of a policy that holds at most `budget` slots after an eviction */
 static inline int pol_cap_bounded(long budget, int n_tokens) {
     long c = budget + ENG_POLICY_SLACK;
@@ -142,5 +196,6 @@ extern const pol_ops pol_ops_h2o, pol_ops_lazy_h2o, pol_ops_tova;
 extern const pol_ops pol_ops_knorm, pol_ops_l2;
 extern const pol_ops pol_ops_snapkv, pol_ops_pyramidkv;
 extern const pol_ops pol_ops_sepllm;
+extern const pol_ops pol_ops_kivi, pol_ops_think;
 
 #endif /* ENGINE_POLICY_IMPL_H */

@@ -8,11 +8,14 @@
  * what it processed that still agrees with seq, capped at committed − 1
  * (eng_state_rollback drops exactly the rest), and before its next forward
  * it is fed the committed tokens it has not processed yet, ending with the
- * last committed token, whose logits are the ones needed next. Invariant
- * after every round (counted in stats.invariant_violations):
+ * last committed token, whose logits are the ones needed next. (The prompt
+ * itself is prefilled whole, its last logits kept in row 0 for the first
+ * round, as target-only decoding does.) Invariant after every round
+ * (counted in stats.invariant_violations), with hist agreeing with seq:
  *   target:        n_past == committed − 1        (the last token is unfed)
  *   draft / mid:   committed − 1 − lag <= n_past <= committed − 1,
  *                  lag <= 1 with two levels, <= 2 in the cascade
+ *   any level with an evicting policy: n_past <= committed − 1 (see below)
  * (a draft that had all its proposals accepted never processed its last
  * proposal, nor the bonus token; it catches up at its next forward, with the
  * unfed tokens in one call).
@@ -45,6 +48,37 @@
  *   length) from the TARGET's outcome (full accept of the m tokens or not).
  *   stats.drafted/accepted/pos_* count the target level; mid_* the inner one.
  *
+ * Policies (eng_spec_set_policy, a KV policy on the target and/or a draft).
+ * The rule: the committed state of a level only ever holds what the policy
+ * did on committed tokens. Per-token decoding under a policy evicts at the
+ * start of every step, so a verification of [x_c, d_1..d_γ] that evicted
+ * only once (at its start) would let d_i attend over i tokens more than
+ * target-only decoding does, and would differ from it. Instead:
+ *   - a level with an evicting policy runs every token of a multi-token
+ *     forward as its own policy step (eng_state.policy_steps: evict, append,
+ *     attend, score per token; the matmuls stay batched), so the logits of
+ *     every row are those of target-only decoding under the policy;
+ *   - the level's state is saved in a mark (policy_mark.h: held slots, fill
+ *     counts, per-slot scores and ids, step counters, statistics) at the
+ *     point where everything it has processed is committed: inside the
+ *     verifier's one call, right after its committed rows (catch-up tokens
+ *     and x_c; each layer is saved when its rows reach that point), and for
+ *     a draft before its second proposal is fed;
+ *   - after the round, if anything the level processed is not committed,
+ *     the level is restored to its mark — the steps of rejected tokens, the
+ *     evictions they made, the attention mass they added to h2o scores and
+ *     the scores tova rewrote are all gone — and the accepted tokens past
+ *     the mark are fed again as part of the level's next forward (which the
+ *     per-token steps make equal to feeding them one by one). So every
+ *     eviction that survives a round was decided at the step of a committed
+ *     token, among committed tokens only.
+ * Greedy output then equals target-only greedy decoding under the same
+ * policy token for token, and the cache after a run equals that of a
+ * target-only run over the committed tokens (tests/test_spec_policy.c).
+ * Cost: one copy of the held slots per round and level, and the re-fed
+ * committed tokens (≤ γ + 1) in the next batched forward. A "full" policy
+ * evicts nothing, so it keeps truncation and needs no mark.
+ *
  * Schedules (after every target pass, capped at gamma_max, floor 1):
  * constant; heuristic +2 on full accept, −1 otherwise; aimd +1 on full
  * accept, halve on a rejection. γ is also clipped to the tokens still to be
@@ -62,6 +96,9 @@ typedef struct level {
     int32_t *hist;   /* (n_ctx) ids processed */
     float *logits;   /* (rows, V) */
     float *probs;    /* (rows, V) processed distributions */
+    eng_policy *pol; /* KV policy (borrowed) or NULL */
+    eng_state_mark *mark; /* policies that evict: the state before this round's tentative forwards */
+    int marked;      /* mark saved in this round */
 } level;
 
 struct eng_spec {
@@ -132,16 +169,22 @@ int eng_spec_verify(eng_sampler *s, const float *p, const float *q, const int32_
 }
 
 /* Feed seq[n_past .. upto) to level l. mode 0: no logits, 1: last row into
- * l->logits, 2: all rows. Returns the number of tokens fed in *n_fed. */
-static eng_status feed(eng_spec *sp, level *l, int upto, int mode, int *n_fed) {
+ * l->logits row `row0`, 2: all rows from row `row0`. A level with an
+ * evicting policy runs every token as its own policy step (forward.h
+ * policy_steps), except in the prefill (prefill = 1), which is one call as
+ * in target-only decoding. Returns the number of tokens fed in *n_fed. */
+static eng_status feed(eng_spec *sp, level *l, int upto, int mode, int row0, int prefill, int *n_fed) {
     int from = l->st->n_past, n = upto - from;
     if (n_fed) *n_fed = n;
     if (n <= 0) return ENG_OK;
-    if (mode == 2 && n > sp->rows) {
-        eng_errf(sp->err, sizeof sp->err, "spec: %d tokens to verify exceed %d rows", n, sp->rows);
+    if (mode == 2 && n + row0 > sp->rows) {
+        eng_errf(sp->err, sizeof sp->err, "spec: %s: %d tokens (from position %d) to verify exceed %d rows", l->m->dir,
+                 n, from, sp->rows - row0);
         return ENG_ERR_CAPACITY;
     }
-    eng_status st = eng_forward(l->st, sp->seq + from, n, mode ? l->logits : NULL, mode == 2);
+    l->st->policy_steps = l->mark && !prefill;
+    float *lg = mode ? l->logits + (size_t)row0 * sp->V : NULL;
+    eng_status st = eng_forward(l->st, sp->seq + from, n, lg, mode == 2);
     if (st != ENG_OK) {
         eng_errf(sp->err, sizeof sp->err, "spec: %s: %s", l->m->dir, eng_state_errmsg(l->st));
         return st;
@@ -151,18 +194,43 @@ static eng_status feed(eng_spec *sp, level *l, int upto, int mode, int *n_fed) {
 }
 
 /* Keep the part of what l processed that agrees with seq[0..committed), at
- * most committed − 1 tokens; positions < lo are known to agree. */
-static void sync_back(level *l, const int32_t *seq, int lo, int committed) {
+ * most committed − 1 tokens; positions < lo are known to agree. Without an
+ * evicting policy the rest is truncated; with one, the level goes back to
+ * its mark (everything it held then was committed) and catches up on the
+ * committed tokens at its next forward. */
+static eng_status sync_back(eng_spec *sp, level *l, int lo, int committed) {
     int n = l->st->n_past, keep = n < committed - 1 ? n : committed - 1;
     int v = lo < 0 ? 0 : lo;
-    while (v < keep && l->hist[v] == seq[v]) v++;
-    if (n > v) eng_state_rollback(l->st, n - v);
+    while (v < keep && l->hist[v] == sp->seq[v]) v++;
+    int marked = l->marked;
+    l->marked = 0;
+    if (n <= v) return ENG_OK;
+    eng_status st;
+    if (!l->mark) {
+        st = eng_state_rollback(l->st, n - v);
+    } else if (!marked || eng_state_mark_pos(l->mark) > v) {
+        eng_errf(l->st->err, sizeof l->st->err, "no mark at or before position %d", v);
+        st = ENG_ERR_INVAL;
+    } else {
+        st = eng_state_mark_restore(l->mark, l->st);
+    }
+    if (st != ENG_OK)
+        eng_errf(sp->err, sizeof sp->err, "spec: %s: rollback to %d: %s", l->m->dir, v, eng_state_errmsg(l->st));
+    return st;
+}
+
+/* Before the level's first tentative forward of a round. */
+static void mark_save(level *l) {
+    if (!l->mark) return;
+    eng_state_mark_save(l->mark, l->st);
+    l->marked = 1;
 }
 
 /* Draft level d samples g tokens into seq[base..base+g); q rows in d->probs. */
 static eng_status draft_tokens(eng_spec *sp, level *d, int base, int g) {
     for (int i = 0; i < g; i++) {
-        eng_status st = feed(sp, d, base + i, 1, NULL);
+        if (i == 1) mark_save(d);   /* from here on d is fed its own proposals */
+        eng_status st = feed(sp, d, base + i, 1, 0, 0, NULL);
         if (st != ENG_OK) return st;
         float *q = d->probs + (size_t)i * sp->V;
         eng_sampler_probs(&sp->smp, d->logits, q);
@@ -177,9 +245,16 @@ static eng_status draft_tokens(eng_spec *sp, level *d, int base, int g) {
 static eng_status verify_level(eng_spec *sp, level *v, int base, int m, const float *q, int *n_acc,
                                int *resampled) {
     int n_fed;
-    eng_status st = feed(sp, v, base + m, 2, &n_fed);
+    /* first round: the whole prompt was prefilled, so row 0 already holds the
+     * logits of its last token and only the m proposals are fed */
+    int pre = v->st->n_past == base;
+    if (v->mark) {   /* mark right after the committed tokens, inside the one call */
+        eng_state_mark_at(v->st, v->mark, base - v->st->n_past);
+        v->marked = 1;
+    }
+    eng_status st = feed(sp, v, base + m, 2, pre, 0, &n_fed);
     if (st != ENG_OK) return st;
-    int off = n_fed - (m + 1);
+    int off = pre ? 0 : n_fed - (m + 1);
     size_t V = (size_t)sp->V;
     for (int r = 0; r <= m; r++) eng_sampler_probs(&sp->smp, v->logits + (size_t)(off + r) * V, v->probs + r * V);
     int32_t next;
@@ -189,6 +264,7 @@ static eng_status verify_level(eng_spec *sp, level *v, int base, int m, const fl
 }
 
 static void level_free(level *l) {
+    eng_state_mark_free(l->mark);
     eng_state_free(l->st);
     eng_free(l->hist);
     eng_free(l->logits);
@@ -232,7 +308,9 @@ eng_status eng_spec_init(eng_spec **out, const eng_model *target, const eng_mode
     sp->o = *opts;
     sp->V = target->cfg.n_vocab;
     sp->n_ctx = n_ctx;
-    sp->rows = opts->gamma_max + 8;
+    /* a verification feeds at most gamma_max + 2 tokens, plus, after a level
+     * went back to its mark, up to gamma_max + 2 committed ones */
+    sp->rows = 2 * opts->gamma_max + 8;
     sp->n_lv = mid ? 3 : 2;
     int n_batch = opts->n_batch > 0 ? opts->n_batch : 64;
     if (n_batch < sp->rows) n_batch = sp->rows;
@@ -275,11 +353,40 @@ eng_state *eng_spec_state(eng_spec *sp, int which) {
 
 const char *eng_spec_errmsg(const eng_spec *sp) { return sp ? sp->err : "no spec object"; }
 
+eng_status eng_spec_set_policy(eng_spec *sp, int which, eng_policy *p) {
+    sp->err[0] = 0;
+    if (which < 0 || which >= sp->n_lv) {
+        eng_errf(sp->err, sizeof sp->err, "spec: set_policy: no level %d (this object has %d)", which, sp->n_lv);
+        return ENG_ERR_INVAL;
+    }
+    level *l = &sp->lv[which];
+    eng_state_mark_free(l->mark);
+    l->mark = NULL;
+    l->marked = 0;
+    l->pol = NULL;
+    eng_state_reset(l->st);
+    eng_status st = eng_state_set_policy(l->st, p);
+    if (st == ENG_OK && p && strcmp(eng_policy_name(p), "full") != 0)
+        st = eng_state_mark_init(&l->mark, l->st, l->st->err, sizeof l->st->err);
+    if (st != ENG_OK) {
+        eng_errf(sp->err, sizeof sp->err, "spec: %s: %s", l->m->dir, eng_state_errmsg(l->st));
+        eng_state_set_policy(l->st, NULL);
+        return st;
+    }
+    l->pol = p;
+    return ENG_OK;
+}
+
+eng_policy *eng_spec_policy(eng_spec *sp, int which) {
+    return which >= 0 && which < sp->n_lv ? sp->lv[which].pol : NULL;
+}
+
 /* Target-only decoding of the same prompt (for stats.speedup); tokens/s. */
 static eng_status baseline(eng_spec *sp, const int32_t *prompt, int n_prompt, int max_new, double *tps) {
     eng_state *s = sp->lv[0].st;
     int eos = sp->lv[0].m->cfg.eos_id;
     eng_state_reset(s);
+    s->policy_steps = 0;
     double t0 = now_s();
     eng_status st = eng_forward(s, prompt, n_prompt, s->logits, 0);
     int n = 0;
@@ -330,9 +437,12 @@ eng_status eng_spec_generate(eng_spec *sp, const int32_t *prompt, int n_prompt, 
     int eos = T->m->cfg.eos_id;
     double t0 = now_s(), t_first = t0;
     memcpy(sp->seq, prompt, (size_t)n_prompt * sizeof(int32_t));
-    for (int i = 0; i < sp->n_lv; i++) {
-        eng_state_reset(sp->lv[i].st);
-        if ((st = feed(sp, &sp->lv[i], n_prompt - 1, 0, NULL)) != ENG_OK) return st;
+    for (int i = 0; i < sp->n_lv; i++) {   /* the whole prompt, its last logits in row 0 */
+        level *l = &sp->lv[i];
+        eng_state_reset(l->st);
+        l->marked = 0;
+        if (l->pol) eng_policy_stats_reset(l->pol);
+        if ((st = feed(sp, l, n_prompt, 1, 0, 1, NULL)) != ENG_OK) return st;
     }
     int committed = n_prompt, gamma = sp->o.gamma, done = max_new == 0;
     while (!done) {
@@ -375,13 +485,18 @@ eng_status eng_spec_generate(eng_spec *sp, const int32_t *prompt, int n_prompt, 
         S->n_new += emit;
         committed = base + emit;
         if (committed - n_prompt >= max_new) done = 1;
-        for (int i = 0; i < sp->n_lv; i++) sync_back(&sp->lv[i], sp->seq, base - 1, committed);
+        for (int i = 0; i < sp->n_lv; i++)
+            if ((st = sync_back(sp, &sp->lv[i], base - 1, committed)) != ENG_OK) return st;
         /* the invariant of the story comment */
-        int lag_max = M ? 2 : 1;
-        if (T->st->n_past != committed - 1) S->invariant_violations++;
-        for (int i = 1; i < sp->n_lv; i++) {
-            int np = sp->lv[i].st->n_past;
-            if (np > committed - 1 || np < committed - 1 - lag_max) S->invariant_violations++;
+        for (int i = 0; i < sp->n_lv; i++) {
+            const level *l = &sp->lv[i];
+            int np = l->st->n_past, lag = l->mark ? sp->rows : i == 0 ? 0 : M ? 2 : 1;
+            if (np > committed - 1 || np < committed - 1 - lag) S->invariant_violations++;
+            for (int j = base - 1 - sp->rows > 0 ? base - 1 - sp->rows : 0; j < np; j++)
+                if (l->hist[j] != sp->seq[j]) {
+                    S->invariant_violations++;
+                    break;
+                }
         }
         int full = k == m;
         switch (sp->o.schedule) {

@@ -10,6 +10,8 @@
 #include "eng.h"
 #include "forward.h"
 #include "model.h"
+#include "policy.h"
+#include "policy_mark.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "utf8.h"
@@ -73,6 +75,15 @@ eng_status eng_spec_generate(eng_spec *sp, const int32_t *prompt, int n_prompt, 
                              eng_spec_stats *st);
 /* Reseeds the RNG (the next generate starts from this seed). */
 void eng_spec_set_seed(eng_spec *sp, uint64_t seed);
+/* Attach a KV policy to one level (which: 0 target, 1 draft, 2
+ * intermediate); NULL detaches. Borrowed: p must outlive sp's generates and
+ * be created for that level's model shape. Allocates the level's mark (a
+ * copy of its cache, policy_mark.h) unless p is "full"; call between
+ * generates, not per token. Rules with a policy (spec.c "Policies"): output
+ * equals target-only decoding under the same policy, token for token
+ * (greedy); rejected tokens leave no trace in cache or policy state. */
+eng_status eng_spec_set_policy(eng_spec *sp, int which, eng_policy *p);
+eng_policy *eng_spec_policy(eng_spec *sp, int which);
 /* States for inspection (which: 0 target, 1 draft, 2 intermediate or NULL). */
 eng_state *eng_spec_state(eng_spec *sp, int which);
 const char *eng_spec_errmsg(const eng_spec *sp);

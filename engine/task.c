@@ -29,24 +29,10 @@
 #include "policy.h"
 #include "sampler.h"
 #include "spec.h"
+#include "task_impl.h"
 #include "tokenizer.h"
 
-typedef struct task_model {
-    char dir[1024];
-    eng_model *m;
-    char fingerprint[65];
-} task_model;
-
-struct eng_task_ctx {
-    int keep_16bit;
-    char tok_fallback[1024];
-    task_model target, draft, mid;
-    eng_tokenizer *tok;
-    char tok_path[1100];
-    char err[1536];
-};
-
-static const char *const g_tasks[] = {"ppl", "speed", "spec", NULL};
+static const char *const g_tasks[] = {"ppl", "speed", "spec", "passkey", NULL};
 
 int eng_task_known(const char *task) {
     for (int i = 0; g_tasks[i]; i++)
@@ -222,12 +208,34 @@ static eng_status params_only(eng_task_ctx *c, const eng_paramset *ps, const cha
 static const char *const g_ppl_keys[] = {"chunk", "prefill", NULL};
 static const char *const g_speed_keys[] = {"prefill", "decode", NULL};
 static const char *const g_spec_task_keys[] = {"prefill", "max_new", "temperature", "top_k", "top_p", NULL};
-static const char *const g_spec_keys[] = {"draft", "intermediate", "gamma", "gamma_max", "schedule", NULL};
+static const char *const g_spec_keys[] = {"draft",        "intermediate",        "gamma", "gamma_max", "schedule",
+                                          "draft_policy", "intermediate_policy", NULL};
+
+/* A policy for a spec level from the spec block's `key` ("NAME:k=v,..." as
+ * kvrun's --policy); *out NULL when the key is absent. */
+static eng_status spec_level_policy(eng_task_ctx *c, const eng_task *t, const char *key, const eng_model *m,
+                                    eng_policy **out) {
+    *out = NULL;
+    const eng_param *q = param_find(&t->spec, key);
+    if (!q) return ENG_OK;
+    if (q->type != ENG_PARAM_STR || !q->s) {
+        eng_errf(c->err, sizeof c->err, "spec.%s: expected a policy string such as \"streaming:sink=4,recent=60\"",
+                 key);
+        return ENG_ERR_INVAL;
+    }
+    eng_paramset ps;
+    char name[32], buf[512], err[384];
+    eng_status st = eng_policy_parse_spec(q->s, &ps, name, sizeof name, buf, sizeof buf, err, sizeof err);
+    if (st == ENG_OK) st = eng_policy_create(out, name, &ps, &m->cfg, err, sizeof err);
+    if (st != ENG_OK) eng_errf(c->err, sizeof c->err, "spec.%s: %s", key, err);
+    return st;
+}
 
 eng_status eng_task_ctx_prepare(eng_task_ctx *c, const eng_task *t) {
     c->err[0] = 0;
     if (!t->task || !eng_task_known(t->task)) {
-        eng_errf(c->err, sizeof c->err, "unsupported task '%s' (known: ppl, speed, spec)", t->task ? t->task : "");
+        eng_errf(c->err, sizeof c->err, "unsupported task '%s' (known: ppl, speed, spec, passkey)",
+                 t->task ? t->task : "");
         return ENG_ERR_UNSUPPORTED;
     }
     if (!t->policy) {
@@ -236,8 +244,11 @@ eng_status eng_task_ctx_prepare(eng_task_ctx *c, const eng_task *t) {
     }
     const char *const *keys = !strcmp(t->task, "ppl") ? g_ppl_keys : !strcmp(t->task, "speed") ? g_speed_keys
                                                                                                 : g_spec_task_keys;
+    if (!strcmp(t->task, "passkey")) keys = task_passkey_keys;
     eng_status st = params_only(c, &t->task_params, t->task, keys);
     if (st != ENG_OK) return st;
+    task_passkey_opts pko; /* values checked before any model is loaded (context: checked at run) */
+    if (!strcmp(t->task, "passkey") && (st = task_passkey_opts_parse(c, t, 1, &pko)) != ENG_OK) return st;
     if (!strcmp(t->task, "spec")) {
         if ((st = params_only(c, &t->spec, "spec", g_spec_keys)) != ENG_OK) return st;
         if (!t->draft_dir) {
@@ -258,11 +269,12 @@ eng_status eng_task_ctx_prepare(eng_task_ctx *c, const eng_task *t) {
     if ((st = eng_policy_create(&pol, t->policy, &t->params, &c->target.m->cfg, c->err, sizeof c->err)) != ENG_OK)
         return st;
     eng_policy_free(pol);
-    if (strcmp(t->policy, "full") != 0 && !strcmp(t->task, "spec")) {
-        eng_errf(c->err, sizeof c->err,
-                 "unsupported policy '%s' for task spec: speculative decoding runs with the full cache in this build",
-                 t->policy);
-        return ENG_ERR_UNSUPPORTED;
+    if (!strcmp(t->task, "spec")) {   /* the draft's and intermediate's policies, against their models */
+        if ((st = spec_level_policy(c, t, "draft_policy", c->draft.m, &pol)) != ENG_OK) return st;
+        eng_policy_free(pol);
+        if ((st = spec_level_policy(c, t, "intermediate_policy", t->mid_dir ? c->mid.m : c->draft.m, &pol)) != ENG_OK)
+            return st;
+        eng_policy_free(pol);
     }
     return tokenizer_get(c, t->model_dir);
 }
@@ -515,12 +527,22 @@ static eng_status run_spec(eng_task_ctx *c, const eng_task *t, const int32_t *v,
     o.seed = t->seed;
     o.compare = 1;
     eng_spec *sp = NULL;
+    eng_policy *pol[3] = {NULL, NULL, NULL};   /* target (the job's policy), draft, intermediate */
+    eng_ids out = {0};
+    eng_spec_stats ss;
     int cap = (int)(prefill + max_new) + 2;
     if ((st = eng_spec_init(&sp, c->target.m, c->draft.m, t->mid_dir ? c->mid.m : NULL, cap, &o, c->err,
                             sizeof c->err)) != ENG_OK)
         return st;
-    eng_ids out = {0};
-    eng_spec_stats ss;
+    if ((st = eng_policy_create(&pol[0], t->policy, &t->params, &c->target.m->cfg, c->err, sizeof c->err)) ||
+        (st = spec_level_policy(c, t, "draft_policy", c->draft.m, &pol[1])) ||
+        (t->mid_dir && (st = spec_level_policy(c, t, "intermediate_policy", c->mid.m, &pol[2]))))
+        goto done;
+    for (int i = 0; i < 3; i++)
+        if (pol[i] && (st = eng_spec_set_policy(sp, i, pol[i])) != ENG_OK) {
+            eng_errf(c->err, sizeof c->err, "%s", eng_spec_errmsg(sp));
+            goto done;
+        }
     st = eng_spec_generate(sp, v, (int)prefill, (int)max_new, &out, &ss);
     if (st != ENG_OK) {
         eng_errf(c->err, sizeof c->err, "%s", eng_spec_errmsg(sp));
@@ -536,12 +558,22 @@ static eng_status run_spec(eng_task_ctx *c, const eng_task *t, const int32_t *v,
     r->spec_acceptance_rate = ss.acceptance_rate;
     r->spec_mean_accepted_len = ss.mean_accepted_len;
     r->spec_speedup = ss.speedup;
-    full_cache_stats(c->target.m, (size_t)(prefill + ss.n_new), (size_t)(prefill + ss.n_new), r);
     int k = snprintf(r->extras_json, sizeof r->extras_json,
                      "{\"schedule\":\"%s\",\"gamma\":%d,\"gamma_max\":%d,\"base_tokens_per_s\":%.6g,"
-                     "\"resampled\":%ld,\"draft_fingerprint\":\"%s\",\"pos_acceptance\":[",
+                     "\"resampled\":%ld,\"draft_fingerprint\":\"%s\",",
                      eng_spec_schedule_name(o.schedule), o.gamma, o.gamma_max, ss.base_tokens_per_s, ss.resampled,
                      c->draft.fingerprint);
+    /* cache columns: the target's policy (a full cache when the job's policy is full) */
+    if (strcmp(t->policy, "full") != 0) k += policy_report(pol[0], r, r->extras_json + k, sizeof r->extras_json - (size_t)k - 64);
+    else {
+        full_cache_stats(c->target.m, (size_t)(prefill + ss.n_new), (size_t)(prefill + ss.n_new), r);
+        k += snprintf(r->extras_json + k, sizeof r->extras_json - (size_t)k, "\"policy\":\"full\"");
+    }
+    for (int i = 1; i < 3; i++)
+        if (pol[i])
+            k += snprintf(r->extras_json + k, sizeof r->extras_json - (size_t)k, ",\"%s_policy\":\"%s:%s\"",
+                          i == 1 ? "draft" : "intermediate", eng_policy_name(pol[i]), eng_policy_describe(pol[i]));
+    k += snprintf(r->extras_json + k, sizeof r->extras_json - (size_t)k, ",\"pos_acceptance\":[");
     for (int i = 0; i < o.gamma_max && k < (int)sizeof r->extras_json - 32; i++)
         k += snprintf(r->extras_json + k, sizeof r->extras_json - (size_t)k, "%s%.4g", i ? "," : "",
                       ss.pos_drafted[i] ? (double)ss.pos_accepted[i] / (double)ss.pos_drafted[i] : 0.0);
@@ -549,6 +581,7 @@ static eng_status run_spec(eng_task_ctx *c, const eng_task *t, const int32_t *v,
 done:
     eng_ids_free(&out);
     eng_spec_free(sp);
+    for (int i = 0; i < 3; i++) eng_policy_free(pol[i]);
     return st;
 }
 
@@ -563,6 +596,7 @@ eng_status eng_task_run(eng_task_ctx *c, const eng_task *t, eng_task_result *r) 
     if ((st = slice_tokens(c, t, &ids, &v, &n, &n_rep)) != ENG_OK) goto done;
     if (!strcmp(t->task, "ppl")) st = run_ppl(c, t, v, n, r);
     else if (!strcmp(t->task, "speed")) st = run_speed(c, t, v, n, r);
+    else if (!strcmp(t->task, "passkey")) st = task_passkey_run(c, t, v, n, r);
     else st = run_spec(c, t, v, n, r);
     struct rusage ru;
     if (st == ENG_OK && getrusage(RUSAGE_SELF, &ru) == 0) r->peak_rss_bytes = (int64_t)ru.ru_maxrss * 1024;
@@ -574,4 +608,22 @@ eng_status eng_task_run(eng_task_ctx *c, const eng_task *t, eng_task_result *r) 
 done:
     eng_ids_free(&ids);
     return st;
+}
+
+/* ---- helpers shared with task_<name>.c (contracts in task_impl.h) ---- */
+
+eng_status task_param_int(eng_task_ctx *c, const eng_paramset *ps, const char *what, const char *key, int64_t def,
+                          int64_t lo, int64_t hi, int64_t *out) {
+    return param_int(c, ps, what, key, def, lo, hi, out);
+}
+
+eng_status task_param_real(eng_task_ctx *c, const eng_paramset *ps, const char *what, const char *key, double def,
+                           double lo, double hi, double *out) {
+    return param_real(c, ps, what, key, def, lo, hi, out);
+}
+
+const eng_param *task_param_find(const eng_paramset *ps, const char *key) { return param_find(ps, key); }
+
+int task_policy_report(const eng_policy *pol, eng_task_result *r, char *x, size_t n_x) {
+    return policy_report(pol, r, x, n_x);
 }

@@ -19,7 +19,15 @@
  *          (independent windows of N tokens, full cache in each).
  *   speed  prefill `prefill` tokens of the slice (default 512), then decode
  *          `decode` tokens greedily (default 128): TTFT, TPOT, tokens/s.
- *   spec   speculative decoding (engine/spec.h) from the slice as prompt.
+ *   spec   speculative decoding (engine/spec.h) from the slice as prompt;
+ *          the job's policy is the target's, the spec block's draft_policy /
+ *          intermediate_policy ("NAME:k=v,...") the other levels'.
+ *   passkey RULER-style retrieval (engine/task_passkey.c): `trials` prompts
+ *          of about `context` tokens, each hiding a `digits`-digit key at
+ *          relative `depth` of a haystack (`filler`: the slice's text or
+ *          the repeated sentences), prefilled in one call with the job's
+ *          policy, then greedy decoding; accuracy = exact matches / trials,
+ *          tokens = all tokens the model ran (prompts + generated).
  * Any policy other than "full" fails with ENG_ERR_UNSUPPORTED until the
  * policy framework accepts it; nothing is silently ignored. */
 #ifndef ENGINE_TASK_H
@@ -48,7 +56,7 @@ typedef struct eng_paramset {
 } eng_paramset;
 
 typedef struct eng_task {
-    const char *task;        /* "ppl" | "speed" | "spec" */
+    const char *task;        /* "ppl" | "speed" | "spec" | "passkey" */
     const char *model_dir;   /* resolved path */
     const char *draft_dir;   /* spec: resolved draft model path, else NULL */
     const char *mid_dir;     /* spec: optional intermediate model */

@@ -11,7 +11,8 @@ bw = next((r for r in rows if r["bench"] == "bandwidth"), None)
 hf = {r["model"]: r for r in rows if r["bench"] == "hf_decode"}
 if bw:
     print(f"\nmemory bandwidth ({bw['threads']} threads): copy {bw['copy_GBps']:.1f} GB/s, read {bw['read_GBps']:.1f} GB/s")
-print(f"{'model':34s} {'kvsweep tok/s':>13s} {'HF tok/s':>9s} {'ratio':>6s} {'bound tok/s':>11s} {'of bound':>8s} {'prefill tok/s':>13s}")
+if any(r["bench"] == "decode" for r in rows):
+    print(f"{'model':34s} {'kvsweep tok/s':>13s} {'HF tok/s':>9s} {'ratio':>6s} {'bound tok/s':>11s} {'of bound':>8s} {'prefill tok/s':>13s}")
 for r in rows:
     if r["bench"] != "decode":
         continue
@@ -25,3 +26,20 @@ for r in rows:
 for r in rows:
     if r["bench"].startswith("tokenizer"):
         print(f"{r['bench']:20s} {json.dumps({k: v for k, v in r.items() if k != 'bench'})}")
+# `make bench-policy` (tests/bench_policy.c): decode time per policy and context, then the targets
+pol = [r for r in rows if r["bench"] == "policy_decode"]
+if pol:
+    print(f"\n{'policy':10s} {'context':>7s} {'cached':>6s} {'tpot ms (median)':>16s} {'min':>8s} {'evict/step':>10s}")
+    for r in pol:
+        print(f"{r['policy']:10s} {r['context']:7d} {r['cached']:6d} {r['tpot_ms']:16.3f} {r['tpot_ms_min']:8.3f} "
+              f"{r['evictions_per_step']:10.1f}")
+for r in rows:
+    if r["bench"] != "policy_summary":
+        continue
+    lo, hi = r["context_lo"], r["context_hi"]
+    def verdict(v, t):
+        return "met" if v <= t else "NOT met"
+    print(f"from the {r['from']}s: full {hi}/{lo} {r['full_growth']:.2f}x; "
+          f"streaming {hi}/{lo} {r['streaming_flat']:.2f}x (<= 1.10: {verdict(r['streaming_flat'], 1.10)}); "
+          f"overhead streaming {r['streaming_overhead']:+.1%} (<= 5%: {verdict(r['streaming_overhead'], 0.05)}), "
+          f"h2o {r['h2o_overhead']:+.1%} (<= 15%: {verdict(r['h2o_overhead'], 0.15)})")

@@ -367,6 +367,9 @@ int sw_val_parse(sw_path *p, const sw_node *n, const kv_param_spec *ps, sw_val *
         if (ps->kind == KV_PK_NAME) {
             const char *why = kv_name_problem(n->s, n->n);
             if (why) return sw_path_fail(p, KV_ERR_INVAL, "name %s", why);
+        } else if (!ps->choices) {   /* free text (a policy spec string); the engine parses it */
+            if (n->n == 0 || n->n > 255 || !kv_utf8_valid(n->s, n->n))
+                return sw_path_fail(p, KV_ERR_INVAL, "expected 1-255 bytes of UTF-8 text");
         } else {
             const char *const *c = ps->choices;
             while (c && *c && !(strlen(*c) == n->n && memcmp(*c, n->s, n->n) == 0)) c++;

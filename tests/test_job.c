@@ -671,7 +671,7 @@ static void test_catalog(void) {
     CU_ASSERT(kv_policy_param_known("streaming", "pos") && !kv_policy_param_known("streaming", "heavy"));
     CU_ASSERT(kv_policy_param_known("full", "pos") && !kv_policy_param_known("full", "sink"));
     CU_ASSERT(!kv_policy_param_known("nope", "sink") && kv_policy_param_known("l2", "skip_layers"));
-    CU_ASSERT(kv_policy_param_known("kivi", "k_bits") && !kv_policy_param_known("kivi", "pos"));
+    CU_ASSERT(kv_policy_param_known("kivi", "bits") && !kv_policy_param_known("kivi", "pos"));
     CU_ASSERT(kv_task_known("ppl") && kv_task_known("speed") && kv_task_known("spec") && kv_task_known("passkey"));
     CU_ASSERT(!kv_task_known("mmlu"));
     CU_ASSERT(kv_task_param_known("ppl", "chunk") && !kv_task_param_known("ppl", "prefill"));

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "kn.h"
 #include "model.h"
 #include "sampler.h"
 #include "spec.h"
@@ -367,6 +368,9 @@ static void test_errors(void) {
 }
 
 int main(void) {
+    /* one thread: the fixtures are tiny (threads only add barrier waits), and
+     * the 100k-draw tests must not spin in threaded BLAS on a loaded box */
+    kn_set_threads(1);
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("spec", suite_init, suite_clean);
     CU_add_test(s, "greedy spec == target greedy (gamma 1/3/5 x schedules)", test_greedy_equals_target);

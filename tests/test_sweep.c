@@ -324,7 +324,8 @@ static const err_case err_cases[] = {
     {HEAD "\"tasks\":[{\"task\":\"spec\"}]," POLS ",\"spec\":{\"draft\":\"/abs\"}}", KV_ERR_INVAL,
      "t.json: spec.draft: name is an absolute path", 1},
     {HEAD "\"tasks\":[{\"task\":\"spec\"}]," POLS ",\"spec\":{\"draft\":\"p\",\"beam\":2}}", KV_ERR_INVAL,
-     "t.json: spec.beam: unknown key (allowed: draft, gamma, gamma_max, intermediate, schedule)", 1},
+     "t.json: spec.beam: unknown key (allowed: draft, draft_policy, gamma, gamma_max, intermediate, "
+     "intermediate_policy, schedule)", 1},
     {HEAD "\"tasks\":[{\"task\":\"ppl\",\"chunk\":[[1]]}]," POLS "}", KV_ERR_INVAL,
      "t.json: tasks[0].chunk[0]: expected integer, got array", 1},
     {HEAD "\"tasks\":[{\"task\":\"ppl\",\"chunk\":{\"a\":1}}]," POLS "}", KV_ERR_INVAL,

@@ -239,8 +239,11 @@ static void test_errors(void) {
     if (g_tok) expect_err(&t, ENG_ERR_INVAL, "ppl.chunk");
     t = base_task("spec");
     t.draft_dir = tu_data("models/vocab-full-f16");
-    t.policy = "window";
-    expect_err(&t, ENG_ERR_UNSUPPORTED, "for task spec");
+    t.policy = "window";   /* a target policy is fine now; a bad draft policy names its key */
+    t.spec.p[t.spec.n].key = "draft_policy";
+    t.spec.p[t.spec.n].type = ENG_PARAM_STR;
+    t.spec.p[t.spec.n++].s = "bogus:x=1";
+    expect_err(&t, ENG_ERR_UNSUPPORTED, "spec.draft_policy: unsupported policy 'bogus'");
     t = base_task("ppl");
     set_int(&t.task_params, "chunks", 4);
     expect_err(&t, ENG_ERR_INVAL, "unknown parameter 'chunks'");

@@ -161,7 +161,7 @@ typedef enum kv_pkind {
     KV_PK_INT = 1, /* integer (an integral real is accepted and becomes an integer) */
     KV_PK_NUM,     /* integer or real */
     KV_PK_BOOL,
-    KV_PK_STR,     /* one of choices */
+    KV_PK_STR,     /* one of choices; any text (1-255 bytes) when choices is NULL */
     KV_PK_NAME,    /* a model name (kv_name_problem) */
     KV_PK_LAYERS   /* layer list: an index >= 0, or a string "0;1" / "0,1" / "none" / "" */
 } kv_pkind;

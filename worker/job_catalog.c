@@ -85,14 +85,17 @@ static const kv_param_spec p_fix_size_l2[] = {P_BUDGET, P_POS, P_RECENT, P_SINK,
 static const kv_param_spec p_hybrid[] = {
     {"alpha", KV_PK_NUM, 0, 1, 0, 0, NULL, "score mix: alpha * attention + (1 - alpha) * (-key norm)"},
     P_BUDGET, P_POS, P_RECENT, P_SINK, P_END};
+/* kivi and think: engine/policy_quant.c (names and ranges are the engine's;
+ * it also checks bits in {2, 4, 8}, group | head_dim, group | residual). */
 static const kv_param_spec p_kivi[] = {
-    {"group_size", KV_PK_INT, 1, 4096, 0, 0, NULL, "quantization group (tokens for keys, channels for values)"},
-    {"k_bits", KV_PK_INT, 1, 8, 0, 0, NULL, "key bits"},
-    {"residual_length", KV_PK_INT, 0, M24, 0, 0, NULL, "recent tokens kept in full precision"},
-    {"v_bits", KV_PK_INT, 1, 8, 0, 0, NULL, "value bits"},
+    {"bits", KV_PK_INT, 2, 8, 0, 0, NULL, "bits per key and value code: 2, 4 or 8"},
+    {"group", KV_PK_INT, 1, 4096, 0, 0, NULL, "quantization group (tokens for keys, channels for values)"},
+    {"residual", KV_PK_INT, 1, M24, 0, 0, NULL, "recent tokens kept in fp32 (a multiple of group)"},
     P_END};
 static const kv_param_spec p_think[] = {
-    {"channel_ratio", KV_PK_NUM, 0, 1, 0, 1, NULL, "fraction of key channels pruned"}, P_RECENT, P_WINDOW, P_END};
+    {"ratio", KV_PK_NUM, 0, 1, 0, 1, NULL, "fraction of key channels pruned per head"},
+    {"recent", KV_PK_INT, 0, M24, 0, 0, NULL, "newest prompt keys kept with every channel"},
+    P_WINDOW, P_END};
 static const kv_param_spec p_cake[] = {
     P_BUDGET,
     {"gamma", KV_PK_NUM, 0, 1e6, 0, 0, NULL, "eviction indicator: mean + gamma * variance"},
@@ -109,7 +112,7 @@ static const cat_entry policies[] = {
     {"pyramidkv", p_pyramidkv}, {"tova", p_tova},           {"kivi", p_kivi},           {"think", p_think},
     {"cake", p_cake},           {"cam", p_cam},             {NULL, NULL}};
 
-/* Task params: engine/task.c (passkey is provisional). */
+/* Task params: engine/task.c and engine/task_passkey.c. */
 static const kv_param_spec t_ppl[] = {
     {"chunk", KV_PK_INT, 2, M20, 0, 0, NULL, "chunked baseline: independent windows of N tokens"}, P_END};
 static const kv_param_spec t_speed[] = {
@@ -123,11 +126,13 @@ static const kv_param_spec t_spec[] = {
     {"top_k", KV_PK_INT, 0, M20, 0, 0, NULL, "top-k cut (0: off)"},
     {"top_p", KV_PK_NUM, 0, 1, 0, 0, NULL, "nucleus cut (1: off)"},
     P_END};
+static const char *const filler_choices[] = {"data", "repeat", NULL};
 static const kv_param_spec t_passkey[] = {
-    {"context", KV_PK_INT, 1, M20, 0, 0, NULL, "haystack length in tokens (default: the slice's tokens)"},
-    {"depth", KV_PK_NUM, 0, 1, 0, 0, NULL, "needle position as a fraction of the context (0 start, 1 end)"},
-    {"digits", KV_PK_INT, 1, 18, 0, 0, NULL, "passkey length in digits"},
-    {"trials", KV_PK_INT, 1, 100000, 0, 0, NULL, "passkeys tried; accuracy is the fraction retrieved"},
+    {"context", KV_PK_INT, 1, M20, 0, 0, NULL, "prompt length in tokens (default: the slice's tokens)"},
+    {"depth", KV_PK_NUM, 0, 1, 0, 0, NULL, "needle position as a fraction of the haystack (0 start, 1 end; default 0.5)"},
+    {"digits", KV_PK_INT, 1, 18, 0, 0, NULL, "passkey length in digits (default 5)"},
+    {"filler", KV_PK_STR, 0, 0, 0, 0, filler_choices, "haystack: data (the slice's sentences) or repeat (default data)"},
+    {"trials", KV_PK_INT, 1, 100000, 0, 0, NULL, "passkeys tried, one seed each; accuracy is the fraction retrieved (default 10)"},
     P_END};
 
 static const cat_entry tasks[] = {
@@ -136,9 +141,11 @@ static const cat_entry tasks[] = {
 /* The spec block: engine/task.c g_spec_keys, engine/spec.h. */
 static const kv_param_spec s_spec[] = {
     {"draft", KV_PK_NAME, 0, 0, 0, 0, NULL, "draft model name (required)"},
+    {"draft_policy", KV_PK_STR, 0, 0, 0, 0, NULL, "the draft's KV policy, \"NAME:k=v,...\" (default: full cache)"},
     {"gamma", KV_PK_INT, 1, 32, 0, 0, NULL, "initial draft length (default 5)"},
     {"gamma_max", KV_PK_INT, 1, 32, 0, 0, NULL, "cap on the draft length for every schedule (>= gamma)"},
     {"intermediate", KV_PK_NAME, 0, 0, 0, 0, NULL, "optional middle model (3-level cascade)"},
+    {"intermediate_policy", KV_PK_STR, 0, 0, 0, 0, NULL, "the intermediate's KV policy, \"NAME:k=v,...\""},
     {"schedule", KV_PK_STR, 0, 0, 0, 0, sched_choices, "draft-length schedule: constant, heuristic or aimd"},
     P_END};
 
