@@ -107,7 +107,9 @@ static int parse_ids(const char *s, size_t len, eng_ids *ids, const char *label,
     return 0;
 }
 
-/* --tokenizer, else DIR/tokenizer.json, else $KV_TOKENIZER. */
+/* --tokenizer, else DIR/tokenizer.json, else $KV_TOKENIZER when that file is
+ * readable (a stale KV_TOKENIZER must not break commands that can do
+ * without a tokenizer, such as generate --prompt-ids). */
 static const char *pick_tokenizer(const char *flag, const char *model_dir, char *buf, size_t n) {
     if (flag) return flag;
     if (model_dir) {
@@ -115,6 +117,10 @@ static const char *pick_tokenizer(const char *flag, const char *model_dir, char 
         if (access(buf, R_OK) == 0) return buf;
     }
     const char *env = getenv("KV_TOKENIZER");
+    if (env && *env && access(env, R_OK) != 0) {
+        fprintf(stderr, "kvrun: note: KV_TOKENIZER=%s is not readable; ignored\n", env);
+        return NULL;
+    }
     return env && *env ? env : NULL;
 }
 
