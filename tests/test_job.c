@@ -659,13 +659,15 @@ static void test_t2_mutation_loop(void) {
 /* ---- catalog ----------------------------------------------------------- */
 
 static void test_catalog(void) {
-    static const char *const all[] = {"full",  "window", "streaming", "h2o",   "lazy_h2o",  "sepllm",
-                                      "unified", "knorm", "l2",       "fix_size_l2", "hybrid", "snapkv",
-                                      "pyramidkv", "tova", "kivi",    "think", "cake",      "cam"};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) CU_ASSERT(kv_policy_known(all[i]));
+    static const char *const all[] = {"full",  "window", "streaming", "h2o",  "lazy_h2o", "sepllm", "knorm",
+                                      "l2",    "snapkv", "pyramidkv", "tova", "kivi",     "think"};
+    static const char *const planned[] = {"unified", "fix_size_l2", "hybrid", "cake", "cam"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) CU_ASSERT(kv_policy_known(all[i]) && !kv_policy_planned(all[i]));
+    for (size_t i = 0; i < sizeof planned / sizeof planned[0]; i++)
+        CU_ASSERT(!kv_policy_known(planned[i]) && kv_policy_planned(planned[i]));
     int n = 0;
     while (kv_policy_name(n)) n++;
-    CU_ASSERT_EQUAL(n, 18);
+    CU_ASSERT_EQUAL(n, 13);
     CU_ASSERT(!kv_policy_known("lru") && !kv_policy_known("") && !kv_policy_known(NULL));
     CU_ASSERT(kv_policy_param_known("streaming", "sink") && kv_policy_param_known("streaming", "recent"));
     CU_ASSERT(kv_policy_param_known("streaming", "pos") && !kv_policy_param_known("streaming", "heavy"));
@@ -674,7 +676,8 @@ static void test_catalog(void) {
     CU_ASSERT(kv_policy_param_known("kivi", "bits") && !kv_policy_param_known("kivi", "pos"));
     CU_ASSERT(kv_task_known("ppl") && kv_task_known("speed") && kv_task_known("spec") && kv_task_known("passkey"));
     CU_ASSERT(!kv_task_known("mmlu"));
-    CU_ASSERT(kv_task_param_known("ppl", "chunk") && !kv_task_param_known("ppl", "prefill"));
+    CU_ASSERT(kv_task_param_known("ppl", "chunk") && kv_task_param_known("ppl", "prefill"));
+    CU_ASSERT(!kv_task_param_known("ppl", "decode"));
     CU_ASSERT(kv_task_param_known("speed", "prefill") && kv_task_param_known("speed", "decode"));
     CU_ASSERT(kv_task_param_known("spec", "top_p") && kv_task_param_known("passkey", "depth"));
     CU_ASSERT(kv_spec_param_known("draft") && kv_spec_param_known("gamma_max") && !kv_spec_param_known("chunk"));

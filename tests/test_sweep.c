@@ -71,19 +71,27 @@ static void test_examples(void) {
     if (rc) printf("\n  %s\n", err);
     CU_ASSERT_FATAL(rc == KV_OK);
     CU_ASSERT_STRING_EQUAL(kv_sweep_name(s), "demo");
-    CU_ASSERT_EQUAL(kv_sweep_n_jobs(s), 2);
+    CU_ASSERT_EQUAL(kv_sweep_n_jobs(s), 30);
     CU_ASSERT(kv_sweep_job(s, 0, NULL, &j, err, sizeof err) == KV_OK);
-    CU_ASSERT_STRING_EQUAL(j.model, "pythia-70m-random");
+    CU_ASSERT_STRING_EQUAL(j.model, "kvtiny");
     CU_ASSERT_STRING_EQUAL(j.dataset, "kjv-nt.txt");
-    CU_ASSERT_EQUAL(j.tokens, 512);
+    CU_ASSERT_EQUAL(j.tokens, 2048);
     CU_ASSERT_STRING_EQUAL(j.task, "ppl");
     CU_ASSERT_STRING_EQUAL(j.policy, "full");
     CU_ASSERT(j.task_params.n == 0 && j.params.n == 0 && !j.has_spec && j.nonce[0] == '\0');
-    CU_ASSERT(kv_sweep_job(s, 1, NULL, &j, err, sizeof err) == KV_OK);
-    CU_ASSERT_STRING_EQUAL(j.task, "speed");
-    CU_ASSERT(kv_params_get(&j.task_params, "prefill") && kv_params_get(&j.task_params, "prefill")->i == 256);
-    CU_ASSERT(kv_params_get(&j.task_params, "decode") && kv_params_get(&j.task_params, "decode")->i == 32);
-    CU_ASSERT_EQUAL(kv_sweep_job(s, 2, NULL, &j, err, sizeof err), KV_ERR_INVAL);
+    int n_speed = 0, n_stream = 0;
+    for (size_t i = 0; i < 30; i++) {
+        CU_ASSERT_FATAL(kv_sweep_job(s, i, NULL, &j, err, sizeof err) == KV_OK);
+        if (!strcmp(j.task, "speed")) {
+            n_speed++;
+            CU_ASSERT(kv_params_get(&j.task_params, "prefill") && kv_params_get(&j.task_params, "prefill")->i == 1024);
+            CU_ASSERT(kv_params_get(&j.task_params, "decode") && kv_params_get(&j.task_params, "decode")->i == 64);
+        }
+        if (!strcmp(j.policy, "streaming")) n_stream++; /* pos: [shift, original] expands */
+    }
+    CU_ASSERT_EQUAL(n_speed, 10);
+    CU_ASSERT_EQUAL(n_stream, 6);
+    CU_ASSERT_EQUAL(kv_sweep_job(s, 30, NULL, &j, err, sizeof err), KV_ERR_INVAL);
     check_round_trip(s);
     kv_sweep_free(s);
 
@@ -267,10 +275,12 @@ static const err_case err_cases[] = {
      "t.json: policies[0].recnet: unknown parameter for policy \"streaming\" (allowed: pos, recent, sink)", 1},
     {HEAD TASKS "\"policies\":[{\"policy\":\"lru\"}]}", KV_ERR_INVAL,
      "t.json: policies[0].policy: unknown policy \"lru\" (known: full, window, streaming, h2o, lazy_h2o,", 0},
+    {HEAD TASKS "\"policies\":[{\"policy\":\"full\"},{\"policy\":\"cake\"}]}", KV_ERR_INVAL,
+     "t.json: policies[1].policy: policy \"cake\" is not implemented in this build yet", 0},
     {HEAD "\"tasks\":[{\"task\":\"mmlu\"}]," POLS "}", KV_ERR_INVAL,
      "t.json: tasks[0].task: unknown task \"mmlu\" (known: ppl, speed, spec, passkey)", 1},
-    {HEAD "\"tasks\":[{\"task\":\"ppl\",\"prefill\":4}]," POLS "}", KV_ERR_INVAL,
-     "t.json: tasks[0].prefill: unknown parameter for task \"ppl\" (allowed: chunk)", 1},
+    {HEAD "\"tasks\":[{\"task\":\"ppl\",\"decode\":4}]," POLS "}", KV_ERR_INVAL,
+     "t.json: tasks[0].decode: unknown parameter for task \"ppl\" (allowed: chunk, prefill)", 1},
     {"{\"sweep\":\"t\",\"models\":[],\"datasets\":[{\"name\":\"d\"}]," TASKS POLS "}", KV_ERR_INVAL,
      "t.json: models: empty list", 1},
     {HEAD TASKS "\"policies\":[{\"policy\":\"streaming\",\"recent\":[]}]}", KV_ERR_INVAL,
