@@ -6,12 +6,13 @@
 #      with AOF on (the production settings of ops/redis.conf);
 #   2. writes the evaluation text with ops/texts.sh (King James New
 #      Testament, held out from the tiny model's training text);
-#   3. writes a RANDOM-weight checkpoint of the pythia-70m shape with
-#      `kvrun random-model` (named as random; random weights make every
-#      policy look alike — the numbers show the machinery, not the methods);
-#   4. submits examples/demo-sweep.json with kvsubmit, runs one CPU kvworker
-#      until the sweep drains, and prints the comparison views of
-#      results.db with the sqlite3 CLI;
+#   3. copies the trained tiny model ops/train-tiny/kvtiny (Pythia
+#      architecture, 6.8 M parameters, trained on the Old Testament and
+#      other pre-1919 English with a 512-token context) into the models root;
+#   4. submits examples/demo-sweep.json with kvsubmit (2048 tokens of the New
+#      Testament under ten KV policies: PPL streaming and with a one-call
+#      prompt, and decode speed), runs one CPU kvworker until the sweep
+#      drains, and prints the comparison views of results.db with sqlite3;
 #   5. stops everything it started, by PID.
 # DEMO_DIR=path keeps the work directory (results.db, logs) there.
 set -eu
@@ -59,9 +60,9 @@ cp "$work/texts/kjv-nt.txt" "$work/data/kjv-nt.txt"
 echo "demo: dataset kjv-nt.txt ($(wc -c < "$work/data/kjv-nt.txt") bytes, King James New Testament)"
 
 # --- 3. model --------------------------------------------------------------------
-tok=ops/train-tiny/tokenizer.json
-"$build/kvrun" random-model --shape pythia-70m --dtype f16 --seed 1 --tokenizer "$tok" \
-    --out "$work/models/pythia-70m-random"
+# copied, not linked: kvworker refuses symlinks that leave its --models root
+cp -r ops/train-tiny/kvtiny "$work/models/kvtiny"
+echo "demo: model kvtiny (trained tiny Pythia-architecture model, ops/train-tiny/kvtiny/README.md)"
 
 # --- 4. sweep ----------------------------------------------------------------------
 "$build/kvworker" --cpu --models "$work/models" --data "$work/data" --name demo:cpu \
@@ -74,14 +75,22 @@ kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null
 worker_pid=""
 
 echo
-echo "== results.db: every result next to its full-cache baseline (v_vs_full)"
+echo "== PPL over 2048 held-out tokens (4x the training context), relative to the full cache (v_vs_full)"
 sqlite3 -header -column "$work/results.db" \
-    "SELECT model, task, policy, params_json AS params, printf('%.2f', ppl) AS ppl,
-            printf('%.3f', ppl_ratio) AS ppl_ratio, printf('%.1f', tokens_per_s) AS tok_s,
-            printf('%.2f', speedup) AS speedup, cache_tokens_max AS cache_max
-     FROM v_vs_full ORDER BY task, policy, params_json;"
+    "SELECT policy, coalesce(params_label, '') AS params,
+            CASE WHEN json_extract(task_params_json, '$.prefill') IS NULL THEN 'streamed' ELSE 'prompt 1024' END AS feed,
+            printf('%.2f', ppl) AS ppl, printf('%.3f', ppl_ratio) AS vs_full, printf('%.3f', accuracy) AS acc,
+            printf('%.0f', cache_tokens_mean) AS cache_mean, printf('%.2f', kv_bytes_ratio) AS kv_bytes_x,
+            printf('%.0f', tokens_per_s) AS tok_s
+     FROM v_vs_full WHERE task = 'ppl' ORDER BY feed DESC, ppl_ratio;"
 echo
-echo "== per-policy summary (v_policy_summary)"
-sqlite3 -header -column "$work/results.db" "SELECT * FROM v_policy_summary;"
+echo "== decode speed after a 1024-token prompt (TPOT and tokens/s relative to full)"
+sqlite3 -header -column "$work/results.db" \
+    "SELECT policy, coalesce(params_label, '') AS params, printf('%.2f', tpot_ms) AS tpot_ms,
+            printf('%.2f', speedup) AS speedup, cache_tokens_max AS cache_max
+     FROM v_vs_full WHERE task = 'speed' ORDER BY speedup DESC;"
+if command -v gnuplot > /dev/null 2>&1; then
+    sh ops/plot.sh "$work/results.db" "$work/policies.png" demo > /dev/null && echo "demo: plot $work/policies.png"
+fi
 [ -n "${DEMO_DIR:-}" ] && echo "demo: results kept in $work/results.db"
 exit $rc
