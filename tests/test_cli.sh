@@ -43,6 +43,21 @@ echo "$n24" > "$tmp/p.txt"
 am=$(od -An -v -f -w2048 -j $((23 * 2048)) "$tmp/p.f32" | awk '{m=1; for(i=2;i<=NF;i++) if ($i>$m) m=i; print m-1}')
 [ "$am" = "$first" ] && ok "logits last row argmax == first greedy token" || bad "logits last row argmax ($am vs $first)"
 
+# the trained tiny model (ops/train-tiny/kvtiny, its own tokenizer): PPL over
+# 1024 held-out tokens and a 48-token greedy continuation equal HF's
+# (tests/data/golden/kvtiny from ops/golden/make_tiny_golden.py)
+tm=ops/train-tiny/kvtiny
+tg=$data/golden/kvtiny
+if "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 1024 --json > "$tmp/tppl" 2>&1 &&
+   awk -v want="$(cat "$tg/ppl.txt")" '{ match($0, /"ppl":[0-9.e+-]+/); got = substr($0, RSTART + 6, RLENGTH - 6) + 0;
+        d = got - want; if (d < 0) d = -d; exit !(d <= 1e-5 * want) }' "$tmp/tppl"; then
+    ok "kvtiny ppl == HF ($(cat "$tg/ppl.txt"))"
+else bad "kvtiny ppl == HF (got $(head -c 200 "$tmp/tppl"), want $(cat "$tg/ppl.txt"))"; fi
+"$kv" generate --model "$tm" --prompt-ids "$(cat "$tg/prompt_ids.txt")" --max-new 48 --ignore-eos --print-ids \
+    > "$tmp/tgen" 2> /dev/null
+if [ "$(tail -n 1 "$tmp/tgen")" = "$(cat "$tg/greedy_ids.txt")" ]; then ok "kvtiny greedy 48 == HF"
+else bad "kvtiny greedy 48 == HF"; fi
+
 # random-model: loads back and runs
 "$kv" random-model --shape 14m --dtype bf16 --seed 3 --out "$tmp/r14" 2>/dev/null && [ -f "$tmp/r14/model.safetensors" ] &&
     grep -q kvsweep_random_init "$tmp/r14/config.json" && ok "random-model writes a marked checkpoint" || bad "random-model writes a marked checkpoint"
