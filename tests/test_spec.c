@@ -24,37 +24,15 @@ static eng_model *g_t, *g_d, *g_mid, *g_t256, *g_d256;
 static int32_t g_prompt[256], g_greedy[256], g_prompt256[256];
 static int g_np, g_ng, g_np256;
 
-static int read_ids(const char *rel, int32_t *v, int cap) {
-    size_t len;
-    char *s = tu_read_file(tu_data(rel), &len);
-    if (!s) return -1;
-    int n = 0;
-    char *p = s, *end;
-    for (long x = strtol(p, &end, 10); end != p && n < cap; x = strtol(p, &end, 10)) {
-        v[n++] = (int32_t)x;
-        p = end;
-    }
-    free(s);
-    return n;
-}
-
-static eng_model *load(const char *name) {
-    char rel[256], err[1024];
-    snprintf(rel, sizeof rel, "models/%s", name);
-    eng_model *m = NULL;
-    if (eng_model_load(&m, tu_data(rel), err, sizeof err) != ENG_OK) fprintf(stderr, "load %s: %s\n", name, err);
-    return m;
-}
-
 static int suite_init(void) {
-    g_t = load("m64-f32");
-    g_d = load("m32-f16");
-    g_mid = load("m80-bf16");
-    g_t256 = load("seqres-f32");
-    g_d256 = load("m256-f16");
-    g_np = read_ids("golden/m64-f32/prompt_ids.txt", g_prompt, 256);
-    g_ng = read_ids("golden/m64-f32/greedy_ids.txt", g_greedy, 256);
-    g_np256 = read_ids("golden/seqres-f32/prompt_ids.txt", g_prompt256, 256);
+    g_t = tu_load_model("m64-f32");
+    g_d = tu_load_model("m32-f16");
+    g_mid = tu_load_model("m80-bf16");
+    g_t256 = tu_load_model("seqres-f32");
+    g_d256 = tu_load_model("m256-f16");
+    g_np = tu_read_ids("golden/m64-f32/prompt_ids.txt", g_prompt, 256);
+    g_ng = tu_read_ids("golden/m64-f32/greedy_ids.txt", g_greedy, 256);
+    g_np256 = tu_read_ids("golden/seqres-f32/prompt_ids.txt", g_prompt256, 256);
     return g_t && g_d && g_mid && g_t256 && g_d256 && g_np > 0 && g_ng >= 64 && g_np256 > 0 ? 0 : -1;
 }
 

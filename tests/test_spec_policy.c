@@ -49,33 +49,11 @@ static const char *const g_specs[] = {
     NULL,
 };
 
-static int read_ids(const char *rel, int32_t *v, int cap) {
-    size_t len;
-    char *s = tu_read_file(tu_data(rel), &len);
-    if (!s) return -1;
-    int n = 0;
-    char *p = s, *end;
-    for (long x = strtol(p, &end, 10); end != p && n < cap; x = strtol(p, &end, 10)) {
-        v[n++] = (int32_t)x;
-        p = end;
-    }
-    free(s);
-    return n;
-}
-
-static eng_model *load(const char *name) {
-    char rel[256], err[1024];
-    snprintf(rel, sizeof rel, "models/%s", name);
-    eng_model *m = NULL;
-    if (eng_model_load(&m, tu_data(rel), err, sizeof err) != ENG_OK) fprintf(stderr, "load %s: %s\n", name, err);
-    return m;
-}
-
 static int suite_init(void) {
-    g_t = load("m64-f32");
-    g_d = load("m32-f16");
-    g_mid = load("m80-bf16");
-    g_np = read_ids("golden/m64-f32/prompt_ids.txt", g_prompt, 256);
+    g_t = tu_load_model("m64-f32");
+    g_d = tu_load_model("m32-f16");
+    g_mid = tu_load_model("m80-bf16");
+    g_np = tu_read_ids("golden/m64-f32/prompt_ids.txt", g_prompt, 256);
     g_draft = g_d;
     return g_t && g_d && g_mid && g_np > 0 ? 0 : -1;
 }

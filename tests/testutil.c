@@ -1,6 +1,8 @@
 /* testutil.c — see testutil.h. */
 #include "testutil.h"
 
+#include "model.h"
+
 #include <CUnit/Basic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,4 +55,26 @@ char *tu_read_file(const char *path, size_t *len) {
     b[n] = 0;
     if (len) *len = (size_t)n;
     return b;
+}
+
+int tu_read_ids(const char *rel, int32_t *v, int cap) {
+    size_t len;
+    char *s = tu_read_file(tu_data(rel), &len);
+    if (!s) return -1;
+    int n = 0;
+    char *p = s, *end;
+    for (long x = strtol(p, &end, 10); end != p && n < cap; x = strtol(p, &end, 10)) {
+        v[n++] = (int32_t)x;
+        p = end;
+    }
+    free(s);
+    return n;
+}
+
+struct eng_model *tu_load_model(const char *name) {
+    char rel[256], err[1024];
+    snprintf(rel, sizeof rel, "models/%s", name);
+    eng_model *m = NULL;
+    if (eng_model_load(&m, tu_data(rel), err, sizeof err) != ENG_OK) fprintf(stderr, "load %s: %s\n", name, err);
+    return m;
 }

@@ -7,6 +7,7 @@
 #define TESTS_TESTUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <CUnit/CUnit.h>
 
 /* Runs the registry in verbose mode, prints the summary, cleans up and returns
@@ -20,6 +21,14 @@ const char *tu_tokenizer_path(const char *who);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer; NULL on error. */
 char *tu_read_file(const char *path, size_t *len);
+
+/* Whitespace-separated integers of tests/data/<rel> into v (at most cap);
+ * returns how many, or -1 if the file cannot be read. */
+int tu_read_ids(const char *rel, int32_t *v, int cap);
+
+/* Loads tests/data/models/<name> with weights converted to fp32; NULL after
+ * printing why. */
+struct eng_model *tu_load_model(const char *name);
 
 /* Prints "SKIP <what>: <why>" in a form the runner counts. */
 void tu_skip(const char *what, const char *why);
