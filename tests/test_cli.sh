@@ -45,9 +45,9 @@ am=$(od -An -v -f -w2048 -j $((23 * 2048)) "$tmp/p.f32" | awk '{m=1; for(i=2;i<=
 
 # the trained tiny model (ops/train-tiny/kvtiny, its own tokenizer): PPL over
 # 1024 held-out tokens and a 48-token greedy continuation equal HF's
-# (tests/data/golden/kvtiny from ops/golden/make_tiny_golden.py)
+# (tests/data/trained/kvtiny from ops/golden/make_tiny_golden.py)
 tm=ops/train-tiny/kvtiny
-tg=$data/golden/kvtiny
+tg=$data/trained/kvtiny
 if "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 1024 --json > "$tmp/tppl" 2>&1 &&
    awk -v want="$(cat "$tg/ppl.txt")" '{ match($0, /"ppl":[0-9.e+-]+/); got = substr($0, RSTART + 6, RLENGTH - 6) + 0;
         d = got - want; if (d < 0) d = -d; exit !(d <= 1e-5 * want) }' "$tmp/tppl"; then

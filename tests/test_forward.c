@@ -55,6 +55,11 @@ static int golden_load(golden *g, const char *name) {
     json_t *j = json_load_file(tu_data(path), 0, &je);
     if (!j) return -1;
     int n;
+    if (!json_is_string(json_object_get(j, "dtype")) || !json_is_array(json_object_get(j, "lse"))) {
+        printf("\n    %s: not a make_goldens.py fixture (no dtype/lse)\n", path);
+        json_decref(j);
+        return -1;
+    }
     g->L = (int)json_integer_value(json_object_get(j, "n_layer"));
     g->C = (int)json_integer_value(json_object_get(j, "n_embd"));
     g->V = (int)json_integer_value(json_object_get(j, "n_vocab"));

@@ -14,7 +14,7 @@ in make_goldens.py), on the first tokens of tests/data/datasets/kjv-nt-head.txt
     text (the first start, in steps of 40 tokens, whose greedy path has a
     top-1/top-2 margin of at least 1e-2 everywhere).
 
-Writes tests/data/golden/kvtiny/{golden.json,prompt_ids.txt,greedy_ids.txt}.
+Writes tests/data/trained/kvtiny/{golden.json,prompt_ids.txt,greedy_ids.txt,ppl.txt}.
 Developers run it after training; CI only reads the fixture.
 
   python3 ops/golden/make_tiny_golden.py [--model ops/train-tiny/kvtiny] [--out tests/data]
@@ -73,7 +73,7 @@ def main():
             margin = float((top2.values[:, 0] - top2.values[:, 1]).min())
             if margin >= 1e-2:
                 break
-    gdir = os.path.join(a.out, "golden", "kvtiny")
+    gdir = os.path.join(a.out, "trained", "kvtiny")  # not golden/: test_forward reads every fixture there
     os.makedirs(gdir, exist_ok=True)
     meta = {"model": a.model, "text": a.text, "n_ppl": N_PPL, "ppl": ppl, "nll_sum": float(nll.sum()),
             "accuracy": acc, "n_prompt": N_PROMPT, "prompt_start": start, "greedy": greedy, "min_greedy_margin": margin,
