@@ -396,14 +396,6 @@ done:
 /* --------------------------------------------------------------------- ppl */
 
 /* log-softmax of the target under logits(V), in double. */
-static double token_nll(const float *lg, int V, int32_t target, int *correct) {
-    int32_t am = eng_argmax(lg, V);
-    double mx = lg[am], sum = 0.0;
-    for (int i = 0; i < V; i++) sum += exp((double)lg[i] - mx);
-    *correct = am == target;
-    return log(sum) + mx - (double)lg[target];
-}
-
 static int cmd_ppl(int argc, char **argv) {
     static const int allowed[] = {O_MODEL, O_TOK, O_DATA, O_DOC, O_OFFSET, O_TOKENS, O_CHUNK,
                                   O_THREADS, O_JSON, O_BATCH, O_WEIGHTS, O_POLICY, O_PREFILL, 0};
@@ -470,7 +462,7 @@ static int cmd_ppl(int argc, char **argv) {
             if (eng_forward(s, t, (int)i0, pre_logits, 1) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
             for (size_t k = 0; k < i0; k++) {
                 int ok;
-                nll += token_nll(pre_logits + k * (size_t)V, V, t[k + 1], &ok);
+                nll += eng_token_nll(pre_logits + k * (size_t)V, V, t[k + 1], &ok);
                 correct += ok;
                 scored++;
             }
@@ -478,7 +470,7 @@ static int cmd_ppl(int argc, char **argv) {
         for (size_t i = i0; i + 1 < n; i++) {
             if (eng_forward(s, t + i, 1, s->logits, 0) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
             int ok;
-            nll += token_nll(s->logits, V, t[i + 1], &ok);
+            nll += eng_token_nll(s->logits, V, t[i + 1], &ok);
             correct += ok;
             scored++;
         }
@@ -492,7 +484,7 @@ static int cmd_ppl(int argc, char **argv) {
                 if (eng_forward(s, t + c0 + i, T, s->logits, 1) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
                 for (int k = 0; k < T; k++) {
                     int ok;
-                    nll += token_nll(s->logits + (size_t)k * V, V, t[c0 + i + k + 1], &ok);
+                    nll += eng_token_nll(s->logits + (size_t)k * V, V, t[c0 + i + k + 1], &ok);
                     correct += ok;
                     scored++;
                 }

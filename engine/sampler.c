@@ -56,14 +56,16 @@ static int cmp_desc(const void *a, const void *b) {
     return *(const int32_t *)a - *(const int32_t *)b;
 }
 
-int32_t eng_sampler_sample(eng_sampler *s, const float *logits) {
+/* The processed distribution's support: s->prob[i] = exp((l_i - max) / T)
+ * (unnormalized) and s->idx[0..n) the kept ids — all of them in id order,
+ * or, with top-k/top-p, sorted by probability and cut (top-k first, then
+ * top-p over the renormalized top-k, HF's order). Returns n; *sum is the
+ * mass of the kept ids, summed in idx order. Temperature must be > 0. */
+static int sampler_support(eng_sampler *s, const float *logits, double *sum) {
     int V = s->n_vocab;
-    if (s->temperature == 0.0f) return eng_argmax(logits, V);
     float mx = logits[eng_argmax(logits, V)];
-    double sum = 0.0;
     for (int i = 0; i < V; i++) {
         s->prob[i] = expf((logits[i] - mx) / s->temperature);
-        sum += s->prob[i];
         s->idx[i] = i;
     }
     int n = V;
@@ -83,9 +85,16 @@ int32_t eng_sampler_sample(eng_sampler *s, const float *logits) {
                 }
             }
         }
-        sum = 0.0;
-        for (int i = 0; i < n; i++) sum += s->prob[s->idx[i]];
     }
+    *sum = 0.0;
+    for (int i = 0; i < n; i++) *sum += s->prob[s->idx[i]];
+    return n;
+}
+
+int32_t eng_sampler_sample(eng_sampler *s, const float *logits) {
+    if (s->temperature == 0.0f) return eng_argmax(logits, s->n_vocab);
+    double sum;
+    int n = sampler_support(s, logits, &sum);
     double r = eng_sampler_uniform(s) * sum, acc = 0.0;
     for (int i = 0; i < n; i++) {
         acc += s->prob[s->idx[i]];
@@ -101,32 +110,17 @@ void eng_sampler_probs(eng_sampler *s, const float *logits, float *probs) {
         probs[eng_argmax(logits, V)] = 1.0f;
         return;
     }
-    float mx = logits[eng_argmax(logits, V)];
-    for (int i = 0; i < V; i++) {
-        s->prob[i] = expf((logits[i] - mx) / s->temperature);
-        s->idx[i] = i;
-    }
-    int n = V;
-    if (s->top_k > 0 || s->top_p < 1.0f) {
-        g_sort_prob = s->prob;
-        qsort(s->idx, (size_t)V, sizeof(int32_t), cmp_desc);
-        if (s->top_k > 0 && s->top_k < n) n = s->top_k;
-        double kept = 0.0;
-        for (int i = 0; i < n; i++) kept += s->prob[s->idx[i]];
-        if (s->top_p < 1.0f) {
-            double cum = 0.0;
-            for (int i = 0; i < n; i++) {
-                cum += s->prob[s->idx[i]] / kept;
-                if (cum >= s->top_p) {
-                    n = i + 1;
-                    break;
-                }
-            }
-        }
-    }
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) sum += s->prob[s->idx[i]];
+    double sum;
+    int n = sampler_support(s, logits, &sum);
     for (int i = 0; i < n; i++) probs[s->idx[i]] = (float)(s->prob[s->idx[i]] / sum);
+}
+
+double eng_token_nll(const float *logits, int n, int32_t target, int *correct) {
+    int32_t am = eng_argmax(logits, n);
+    double mx = logits[am], sum = 0.0;
+    for (int i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+    if (correct) *correct = am == target;
+    return log(sum) + mx - (double)logits[target];
 }
 
 int32_t eng_sampler_sample_probs(eng_sampler *s, const float *probs) {

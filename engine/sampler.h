@@ -24,6 +24,9 @@ void eng_sampler_free(eng_sampler *s);
 
 /* Index of the largest logit (lowest index on ties, like torch.argmax). */
 int32_t eng_argmax(const float *logits, int n);
+/* -log softmax(logits)[target] in double (the PPL accumulator of kvrun ppl
+ * and the ppl task); *correct (may be NULL) = argmax == target. */
+double eng_token_nll(const float *logits, int n, int32_t target, int *correct);
 int32_t eng_sampler_sample(eng_sampler *s, const float *logits);
 /* Uniform double in [0, 1) from the sampler's RNG. */
 double eng_sampler_uniform(eng_sampler *s);

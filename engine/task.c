@@ -316,14 +316,6 @@ static eng_status slice_tokens(eng_task_ctx *c, const eng_task *t, eng_ids *ids,
     return ENG_OK;
 }
 
-static double token_nll(const float *lg, int V, int32_t target, int *correct) {
-    int32_t am = eng_argmax(lg, V);
-    double mx = lg[am], sum = 0.0;
-    for (int i = 0; i < V; i++) sum += exp((double)lg[i] - mx);
-    *correct = am == target;
-    return log(sum) + mx - (double)lg[target];
-}
-
 /* Full-cache accounting: after step i (0-based) the cache holds i+1 tokens. */
 static void full_cache_stats(const eng_model *m, size_t steps, size_t held_max, eng_task_result *r) {
     r->cache_tokens_mean = steps ? (double)(steps + 1) / 2.0 : 0.0;
@@ -357,7 +349,7 @@ static void score_rows(const float *lg, int rows, int V, const int32_t *next, do
                        size_t *scored) {
     for (int k = 0; k < rows; k++) {
         int ok;
-        *nll += token_nll(lg + (size_t)k * V, V, next[k], &ok);
+        *nll += eng_token_nll(lg + (size_t)k * V, V, next[k], &ok);
         *correct += (size_t)ok;
     }
     *scored += (size_t)rows;
