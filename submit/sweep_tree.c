@@ -230,20 +230,13 @@ int sw_tree_parse(sw_tree **out, const void *buf, size_t len, int is_json, sw_pa
         rc = from_json(&t->root, t->json, 0, p);
     } else {
         char gerr[160];
-        rc = kv_mpack_guard(buf, len, KV_SWEEP_MAX_BYTES, KV_MPACK_MAX_DEPTH, gerr, sizeof gerr);
+        rc = kv_mpack_unpack(&t->mp, buf, len, KV_SWEEP_MAX_BYTES, gerr, sizeof gerr);
         if (rc) {
             free(t);
             return sw_path_fail(p, rc, "%s", gerr);
         }
-        msgpack_unpacked_init(&t->mp);
         t->has_mp = 1;
-        size_t off = 0;
-        msgpack_unpack_return ur = msgpack_unpack_next(&t->mp, buf, len, &off);
-        if (ur != MSGPACK_UNPACK_SUCCESS || off != len)
-            rc = sw_path_fail(p, ur == MSGPACK_UNPACK_NOMEM_ERROR ? KV_ERR_NOMEM : KV_ERR_FORMAT,
-                              "msgpack unpack failed (rc %d, %zu of %zu bytes)", (int)ur, off, len);
-        else
-            rc = from_mp(&t->root, &t->mp.data, 0, p);
+        rc = from_mp(&t->root, &t->mp.data, 0, p);
     }
     if (rc) {
         sw_tree_free(t);

@@ -401,19 +401,9 @@ static int job_from_object(const msgpack_object *root, kv_job *j, char *err, siz
 int kv_job_decode(const void *buf, size_t len, kv_job *job, char *err, size_t n_err) {
     char gerr[160];
     memset(job, 0, sizeof *job);
-    int rc = kv_mpack_guard(buf, len, KV_JOB_MAX_BYTES, KV_MPACK_MAX_DEPTH, gerr, sizeof gerr);
-    if (rc) return job_fail(err, n_err, rc, "job: %s", gerr);
-
     msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    msgpack_unpack_return ur = msgpack_unpack_next(&u, buf, len, &off);
-    if (ur != MSGPACK_UNPACK_SUCCESS || off != len) {
-        msgpack_unpacked_destroy(&u);
-        if (ur == MSGPACK_UNPACK_NOMEM_ERROR) return job_fail(err, n_err, KV_ERR_NOMEM, "job: out of memory");
-        return job_fail(err, n_err, KV_ERR_FORMAT, "job: msgpack unpack failed (rc %d, %zu of %zu bytes)", (int)ur,
-                        off, len);
-    }
+    int rc = kv_mpack_unpack(&u, buf, len, KV_JOB_MAX_BYTES, gerr, sizeof gerr);
+    if (rc) return job_fail(err, n_err, rc, "job: %s", gerr);
     rc = job_from_object(&u.data, job, err, n_err);
     msgpack_unpacked_destroy(&u); // every string has been copied out
     if (rc) goto fail;

@@ -95,6 +95,16 @@ enum {
  * offset in err. Run it before msgpack_unpack_next on anything from outside. */
 int kv_mpack_guard(const void *buf, size_t len, size_t max_bytes, int max_depth, char *err, size_t n_err);
 
+/* The whole recipe for outside msgpack in one call: kv_mpack_guard (with
+ * KV_MPACK_MAX_DEPTH), then msgpack_unpack_next, which must return SUCCESS
+ * having consumed every byte. On KV_OK *u holds the object (destroy it with
+ * msgpack_unpacked_destroy); on failure *u is already destroyed and err says
+ * why (KV_ERR_LIMIT / KV_ERR_FORMAT from the guard or the unpacker,
+ * KV_ERR_NOMEM). */
+struct msgpack_unpacked;
+int kv_mpack_unpack(struct msgpack_unpacked *u, const void *buf, size_t len, size_t max_bytes, char *err,
+                    size_t n_err);
+
 /* Canonical encoding of a job (job->job_id is ignored). *out is malloc'd;
  * the caller frees it. Fills job->job_id with the SHA-256 hex of the bytes. */
 int kv_job_encode(kv_job *job, unsigned char **out, size_t *out_len, char *err, size_t n_err);

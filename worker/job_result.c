@@ -313,17 +313,9 @@ int kv_result_decode(const void *buf, size_t len, kv_result *r, char *err, size_
     char gerr[160];
     memset(r, 0, sizeof *r);
     kv_metrics_clear(&r->m);
-    int rc = kv_mpack_guard(buf, len, KV_JOB_MAX_BYTES, KV_MPACK_MAX_DEPTH, gerr, sizeof gerr);
-    if (rc) return res_fail(err, n_err, rc, "result: %s", gerr);
     msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    msgpack_unpack_return ur = msgpack_unpack_next(&u, buf, len, &off);
-    if (ur != MSGPACK_UNPACK_SUCCESS || off != len) {
-        msgpack_unpacked_destroy(&u);
-        if (ur == MSGPACK_UNPACK_NOMEM_ERROR) return res_fail(err, n_err, KV_ERR_NOMEM, "result: out of memory");
-        return res_fail(err, n_err, KV_ERR_FORMAT, "result: msgpack unpack failed (rc %d)", (int)ur);
-    }
+    int rc = kv_mpack_unpack(&u, buf, len, KV_JOB_MAX_BYTES, gerr, sizeof gerr);
+    if (rc) return res_fail(err, n_err, rc, "result: %s", gerr);
     rc = res_from_object(&u.data, r, err, n_err);
     msgpack_unpacked_destroy(&u);
     if (rc) {

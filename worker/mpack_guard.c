@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <msgpack.h>
+
 #include "job.h"
 
 #define GUARD_STACK 64 /* largest max_depth accepted */
@@ -169,4 +171,21 @@ int kv_mpack_guard(const void *buf, size_t len, size_t max_bytes, int max_depth,
     if (pos != len)
         return guard_fail(err, n_err, KV_ERR_FORMAT, "trailing bytes after the object: offset %zu of %zu", pos, len);
     return KV_OK;
+}
+
+int kv_mpack_unpack(struct msgpack_unpacked *u, const void *buf, size_t len, size_t max_bytes, char *err,
+                    size_t n_err) {
+    int rc = kv_mpack_guard(buf, len, max_bytes, KV_MPACK_MAX_DEPTH, err, n_err);
+    if (rc) return rc;
+    msgpack_unpacked_init(u);
+    size_t off = 0;
+    msgpack_unpack_return ur = msgpack_unpack_next(u, buf, len, &off);
+    if (ur == MSGPACK_UNPACK_SUCCESS && off == len) return KV_OK;
+    msgpack_unpacked_destroy(u);
+    if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
+        snprintf(err, n_err, "out of memory");
+        return KV_ERR_NOMEM;
+    }
+    snprintf(err, n_err, "msgpack unpack failed (rc %d, %zu of %zu bytes)", (int)ur, off, len);
+    return KV_ERR_FORMAT;
 }
