@@ -23,7 +23,8 @@
 static const pol_ops *const g_families[] = {
     &pol_ops_full, &pol_ops_window, &pol_ops_streaming, &pol_ops_h2o, &pol_ops_lazy_h2o,
     &pol_ops_tova, &pol_ops_knorm,  &pol_ops_l2,        &pol_ops_snapkv, &pol_ops_pyramidkv,
-    &pol_ops_sepllm, &pol_ops_kivi, &pol_ops_think,
+    &pol_ops_sepllm, &pol_ops_kivi, &pol_ops_think, &pol_ops_fix_size_l2, &pol_ops_hybrid, &pol_ops_unified,
+    &pol_ops_cam, &pol_ops_cake,
 };
 
 /* ------------------------------------------------------------ params */
@@ -160,7 +161,7 @@ eng_status eng_policy_create(eng_policy **out, const char *name, const eng_param
     }
     int L = cfg->n_layer;
     eng_policy *p = eng_calloc(1, sizeof *p);
-    void *mem = p ? eng_alloc((size_t)L * (2 * sizeof(double) + 1)) : NULL;
+    void *mem = p ? eng_alloc((size_t)L * (3 * sizeof(double) + sizeof(int32_t) + 1)) : NULL;
     if (!mem) {
         eng_free(p);
         eng_errf(err, n_err, "policy '%s': out of memory", name);
@@ -170,7 +171,9 @@ eng_status eng_policy_create(eng_policy **out, const char *name, const eng_param
     p->mem = mem;
     p->layer_sum = mem;
     p->layer_mean = p->layer_sum + L;
-    p->skip = (unsigned char *)(p->layer_mean + L);
+    p->pref = p->layer_mean + L;
+    p->lbudget = (int32_t *)(p->pref + L);
+    p->skip = (unsigned char *)(p->lbudget + L);
     memset(p->skip, 0, (size_t)L);
     p->cfg = *cfg;
     snprintf(p->name, sizeof p->name, "%s", name);
@@ -340,6 +343,7 @@ void eng_policy_call_begin(eng_policy *p) {
         p->steps = p->last_evict = 0;
         if (p->wn) memset(p->wn, 0, (size_t)p->cfg.n_layer * sizeof(int32_t));
         if (p->n_sep) memset(p->n_sep, 0, (size_t)p->cfg.n_layer * p->cfg.n_head * sizeof(int32_t));
+        memset(p->lbudget, 0xff, (size_t)p->cfg.n_layer * sizeof(int32_t));   // -1: the policy's default
         if (p->store && p->store->reset) p->store->reset(p);
     }
 }

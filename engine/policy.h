@@ -60,7 +60,8 @@ typedef struct eng_policy_stats {
 } eng_policy_stats;
 
 /* name: full | window | streaming | h2o | lazy_h2o | knorm | l2 | tova |
- * snapkv | pyramidkv | sepllm | kivi | think. params may be NULL (all defaults). Unknown name:
+ * snapkv | pyramidkv | sepllm | unified | fix_size_l2 | hybrid | cake | cam | kivi |
+ * think. params may be NULL (all defaults). Unknown name:
  * ENG_ERR_UNSUPPORTED "unsupported policy 'x'"; unknown or invalid param:
  * ENG_ERR_INVAL naming it. On failure *out is NULL and err says why. */
 eng_status eng_policy_create(eng_policy **out, const char *name, const eng_paramset *params,

@@ -82,7 +82,7 @@ static int h2o_select(eng_policy *p, int l, int h, int n, int k, int32_t *keep) 
     return pol_select_h2o(slot_score(p, l, h), n, p->sink, p->heavy, p->recent, keep, p->ord);
 }
 
-static void h2o_observe(eng_policy *p, int l, int T) {
+void pol_observe_acc(eng_policy *p, int l, int T) {
     const eng_state *s = p->st;
     int NH = p->cfg.n_head, cap = p->cap;
     for (int h = 0; h < NH; h++) {
@@ -96,9 +96,9 @@ static void h2o_observe(eng_policy *p, int l, int T) {
 }
 
 const pol_ops pol_ops_h2o = {"h2o", POL_BOUNDED | POL_NEEDS_PROBS | POL_SLOT_SCORES, h2o_parse, h2o_capacity,
-                             h2o_target, h2o_select, h2o_observe, NULL};
+                             h2o_target, h2o_select, pol_observe_acc, NULL};
 const pol_ops pol_ops_lazy_h2o = {"lazy_h2o", POL_BOUNDED | POL_NEEDS_PROBS | POL_SLOT_SCORES, lazy_parse,
-                                  lazy_capacity, lazy_target, h2o_select, h2o_observe, NULL};
+                                  lazy_capacity, lazy_target, h2o_select, pol_observe_acc, NULL};
 
 /* ---- tova */
 

@@ -72,6 +72,8 @@ struct eng_policy {
     double keep_ratio, beta;
     unsigned char *skip;      /* (L) 1 = layer never compressed */
     int init, sep_cap, local, cache;   /* sepllm */
+    int strategy;             /* fix_size_l2: 0 keep_low, 1 keep_high, 2 random */
+    uint64_t seed;            /* fix_size_l2 random */
     int n_seps;
     int32_t seps[64];         /* separator token ids (sepllm) */
 
@@ -122,6 +124,9 @@ struct eng_policy {
     void *mem;                /* the creation allocation (skip flags, per-layer sums) */
     double *layer_sum;        /* (L) sum over steps of mean slots per head */
     double *layer_mean;       /* (L) */
+    double *pref;             /* (L) cake: layer preference scores of the prompt */
+    int32_t *lbudget;         /* (L) cake: non-window slots each layer keeps */
+    double gamma, tau1, tau2; /* cake */
     double tok_sum;
     int64_t n_steps, tok_max, peak_slots, evictions, peak_bytes;
     int64_t compressed;       /* (layer, head, token) entries quantized or channel-pruned */
@@ -166,6 +171,21 @@ void pol_pool1d(const float *s, int m, int kernel, int use_max, float *out);
 int pol_pyramid_cap(int budget, int window, double beta, int L, int l, int q_len);
 
 void pol_sort_i32(int32_t *v, int n);
+/* score[j] = -||K[j]||2 for the n keys of (l, h) as cached (knorm, hybrid, fix_size_l2) */
+void pol_key_norm_scores(const eng_policy *p, int l, int h, int n, float *score);
+/* h2o's observe: add the chunk's attention probabilities to every slot's score */
+void pol_observe_acc(eng_policy *p, int l, int T);
+/* separator ids: the Pythia default or param `seps` ("ID;ID;..."); *is_default set */
+eng_status pol_param_seps(eng_policy *p, int *is_default, char *err, size_t n_err);
+int pol_is_sep(const eng_policy *p, int32_t id);
+/* a uniform draw in [0, 1) keyed by (seed, layer, head, step, i): counter-based, so
+ * reproducible whatever the thread count or call order (policy_cam.c) */
+double pol_uniform(uint64_t seed, int l, int h, int64_t step, int i);
+/* CaM's merge probability of slot e of n: clamp(acc[e] / mean(acc[e+1 .. e+merge]), 0, 1) */
+double pol_cam_prob(const float *acc, int e, int n, int merge);
+/* CAKE's split of `total` non-window slots over L layers by preference
+ * scores, with adjust_budgets' clipping to cap and redistribution (L <= 1024) */
+void pol_cake_budgets(const double *pref, int L, int64_t total, int64_t cap, int32_t *out);
 
 /* ---- quantization helpers (policy_quant.c) ----
  * KIVI's asymmetric min-max quantizer over the n values x[i·stride]:
@@ -193,9 +213,10 @@ static inline int pol_cap_bounded(long budget, int n_tokens) {
 
 extern const pol_ops pol_ops_full, pol_ops_window, pol_ops_streaming;
 extern const pol_ops pol_ops_h2o, pol_ops_lazy_h2o, pol_ops_tova;
-extern const pol_ops pol_ops_knorm, pol_ops_l2;
+extern const pol_ops pol_ops_knorm, pol_ops_l2, pol_ops_fix_size_l2, pol_ops_hybrid;
 extern const pol_ops pol_ops_snapkv, pol_ops_pyramidkv;
-extern const pol_ops pol_ops_sepllm;
+extern const pol_ops pol_ops_sepllm, pol_ops_unified;
+extern const pol_ops pol_ops_cam, pol_ops_cake;
 extern const pol_ops pol_ops_kivi, pol_ops_think;
 
 #endif /* ENGINE_POLICY_IMPL_H */

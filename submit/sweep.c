@@ -172,8 +172,6 @@ static int obj_parse(sw_path *p, const sw_node *n, const char *name_key, sw_obj 
             o->name[nm->n] = '\0';
         }
         int is_task = strcmp(name_key, "task") == 0;
-        if (ok && !is_task && kv_policy_planned(o->name))
-            return sw_path_fail(p, KV_ERR_INVAL, "policy \"%s\" is not implemented in this build yet", o->name);
         if (!ok || !(is_task ? kv_task_known(o->name) : kv_policy_known(o->name))) {
             char list[400] = "";
             size_t len = 0;

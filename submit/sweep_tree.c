@@ -348,7 +348,7 @@ int sw_val_parse(sw_path *p, const sw_node *n, const kv_param_spec *ps, sw_val *
             return KV_OK;
         }
         if (n->type != SW_STR || !layers_ok(n->s, n->n))
-            return sw_path_fail(p, KV_ERR_INVAL, "expected a layer index or a list like \"0;1\", got %s",
+            return sw_path_fail(p, KV_ERR_INVAL, "expected an index >= 0 or a list like \"0;1\", got %s",
                                 sw_type_name(n->type));
         out->type = KV_VAL_STR;
         out->s = dup_bytes(n->s, n->n);

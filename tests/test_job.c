@@ -14,6 +14,8 @@
 #include <sys/resource.h>
 
 #include "job.h"
+#include "model.h"
+#include "policy.h"
 #include "mpack_write.h"
 #include "testutil.h"
 
@@ -659,15 +661,13 @@ static void test_t2_mutation_loop(void) {
 /* ---- catalog ----------------------------------------------------------- */
 
 static void test_catalog(void) {
-    static const char *const all[] = {"full",  "window", "streaming", "h2o",  "lazy_h2o", "sepllm", "knorm",
-                                      "l2",    "snapkv", "pyramidkv", "tova", "kivi",     "think"};
-    static const char *const planned[] = {"unified", "fix_size_l2", "hybrid", "cake", "cam"};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) CU_ASSERT(kv_policy_known(all[i]) && !kv_policy_planned(all[i]));
-    for (size_t i = 0; i < sizeof planned / sizeof planned[0]; i++)
-        CU_ASSERT(!kv_policy_known(planned[i]) && kv_policy_planned(planned[i]));
+    static const char *const all[] = {"full", "window",  "streaming", "h2o",    "lazy_h2o", "sepllm",
+                                      "unified", "knorm", "l2",  "fix_size_l2", "hybrid", "snapkv", "pyramidkv",
+                                      "tova", "cake", "cam", "kivi", "think"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) CU_ASSERT(kv_policy_known(all[i]));
     int n = 0;
     while (kv_policy_name(n)) n++;
-    CU_ASSERT_EQUAL(n, 13);
+    CU_ASSERT_EQUAL(n, 18);
     CU_ASSERT(!kv_policy_known("lru") && !kv_policy_known("") && !kv_policy_known(NULL));
     CU_ASSERT(kv_policy_param_known("streaming", "sink") && kv_policy_param_known("streaming", "recent"));
     CU_ASSERT(kv_policy_param_known("streaming", "pos") && !kv_policy_param_known("streaming", "heavy"));
@@ -701,6 +701,103 @@ static void test_catalog(void) {
     CU_ASSERT(kv_utf8_valid("\xe2\x82\xac", 3) && !kv_utf8_valid("\xed\xa0\x80", 3) && !kv_utf8_valid("\xc0\xaf", 2));
 }
 
+/* The catalog (what kvsubmit accepts) and the engine (what a worker runs)
+ * must name the same params for every policy: a key only the catalog knows
+ * would fail every job on the workers, a key only the engine knows could
+ * never be swept. The engine's keys are those of its default description
+ * ("sink=4,recent=512,pos=shift"). */
+static void test_catalog_matches_engine(void) {
+    eng_config cfg = {.n_vocab = 512, .n_embd = 64, .n_layer = 4, .n_head = 2, .head_dim = 32, .n_rot = 8,
+                      .n_ff = 256, .n_ctx_train = 2048, .rope_base = 10000.0f, .ln_eps = 1e-5f};
+    int checked = 0;
+    for (int i = 0; kv_policy_name(i); i++) {
+        const char *name = kv_policy_name(i);
+        eng_policy *p = NULL;
+        char err[256], keys[512] = "", ckeys[512] = "";
+        CU_ASSERT_FATAL(eng_policy_create(&p, name, NULL, &cfg, err, sizeof err) == ENG_OK);
+        const char *d = eng_policy_describe(p);
+        size_t o = 0;
+        while (*d) {   // "k=v,k=v": the keys, comma-separated
+            size_t kl = strcspn(d, "=");
+            o += (size_t)snprintf(keys + o, sizeof keys - o, "%s%.*s", o ? "," : "", (int)kl, d);
+            d += kl;
+            d += strcspn(d, ",");
+            d += *d == ',';
+        }
+        eng_policy_free(p);
+        const kv_param_spec *ps = kv_policy_params(name);
+        int n_c = 0, missing = 0;
+        for (o = 0; ps[n_c].key; n_c++) {
+            o += (size_t)snprintf(ckeys + o, sizeof ckeys - o, "%s%s", o ? "," : "", ps[n_c].key);
+            char pat[64];
+            snprintf(pat, sizeof pat, ",%s,", ps[n_c].key);
+            char wrapped[520];
+            snprintf(wrapped, sizeof wrapped, ",%s,", keys);
+            missing += strstr(wrapped, pat) == NULL;
+        }
+        int n_e = 1;
+        for (const char *c = keys; *c; c++) n_e += *c == ',';
+        if (!*keys) n_e = 0;
+        if (missing || n_e != n_c) printf("\n    policy %s: catalog {%s} vs engine {%s}", name, ckeys, keys);
+        CU_ASSERT(missing == 0 && n_e == n_c);
+        checked++;
+    }
+    CU_ASSERT_EQUAL(checked, 18);
+}
+
+/* docs/sweep.md's Policies and Tasks tables, rendered from the catalog: the
+ * doc must contain them verbatim (regenerate: the expected text is written
+ * to /tmp/kvsweep-catalog-tables.md when it does not). */
+static size_t render_table(char *out, size_t cap, const char *head, const char *(*name_at)(int),
+                           const kv_param_spec *(*params_of)(const char *)) {
+    size_t o = (size_t)snprintf(out, cap, "| %s | param | type and range | meaning |\n|---|---|---|---|\n", head);
+    for (int i = 0; name_at(i) && o < cap; i++) {
+        const kv_param_spec *ps = params_of(name_at(i));
+        for (int k = 0; ps[k].key && o < cap; k++) {
+            char ty[160];
+            const kv_param_spec *q = &ps[k];
+            if (q->kind == KV_PK_INT || q->kind == KV_PK_NUM) {
+                const char *t = q->kind == KV_PK_INT ? "int" : "number";
+                if (q->hi >= 9e18) snprintf(ty, sizeof ty, "%s %s %.15g", t, q->lo_open ? ">" : ">=", q->lo);
+                else snprintf(ty, sizeof ty, "%s %c%.15g, %.15g%c", t, q->lo_open ? '(' : '[', q->lo, q->hi,
+                              q->hi_open ? ')' : ']');
+            } else if (q->kind == KV_PK_STR && q->choices) {
+                size_t t = (size_t)snprintf(ty, sizeof ty, "string:");
+                for (const char *const *c = q->choices; *c && t < sizeof ty; c++)
+                    t += (size_t)snprintf(ty + t, sizeof ty - t, " `%s`", *c);
+            } else {
+                snprintf(ty, sizeof ty, "%s", q->kind == KV_PK_LAYERS ? "int >= 0 or string `\"0;1\"`"
+                                              : q->kind == KV_PK_BOOL ? "bool"
+                                              : q->kind == KV_PK_NAME ? "model name" : "string");
+            }
+            char nm[48] = "";
+            if (k == 0) snprintf(nm, sizeof nm, "`%s`", name_at(i));
+            o += (size_t)snprintf(out + o, cap - o, "| %s | `%s` | %s | %s |\n", nm, q->key, ty, q->help);
+        }
+    }
+    return o;
+}
+
+static void test_catalog_docs(void) {
+    static char want[32768];
+    size_t o = render_table(want, sizeof want, "policy", kv_policy_name, kv_policy_params);
+    o += (size_t)snprintf(want + o, sizeof want - o, "\n");
+    size_t t0 = o;
+    render_table(want + o, sizeof want - o, "task", kv_task_name, kv_task_params);
+    char *doc = tu_read_file("docs/sweep.md", NULL);
+    CU_ASSERT_FATAL(doc != NULL);
+    want[t0 - 1] = 0;   // the policy table, then the task table, each must appear verbatim
+    int ok = strstr(doc, want) != NULL && strstr(doc, want + t0) != NULL;
+    want[t0 - 1] = '\n';
+    if (!ok) {
+        FILE *f = fopen("/tmp/kvsweep-catalog-tables.md", "w");
+        if (f) fputs(want, f), fclose(f);
+        printf("\n    docs/sweep.md is out of date with worker/job_catalog.c: expected tables in /tmp/kvsweep-catalog-tables.md");
+    }
+    CU_ASSERT(ok);
+    free(doc);
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("job", NULL, NULL);
@@ -713,5 +810,7 @@ int main(void) {
     CU_add_test(s, "result round trip, NaN -> nil -> NaN", test_result_round_trip);
     CU_add_test(s, "T2 mutation loop (200k)", test_t2_mutation_loop);
     CU_add_test(s, "catalog of tasks and policies", test_catalog);
+    CU_add_test(s, "catalog params == engine params, every policy", test_catalog_matches_engine);
+    CU_add_test(s, "docs/sweep.md tables == the catalog", test_catalog_docs);
     return tu_run();
 }

@@ -37,30 +37,8 @@ static uint32_t rnd(void) {
     return (uint32_t)(g_rng >> 33);
 }
 
-static eng_policy *mk(const char *spec) {
-    eng_paramset ps;
-    char name[32], buf[512], err[256];
-    if (eng_policy_parse_spec(spec, &ps, name, sizeof name, buf, sizeof buf, err, sizeof err) != ENG_OK) {
-        printf("\n    spec %s: %s", spec, err);
-        return NULL;
-    }
-    eng_policy *p = NULL;
-    if (eng_policy_create(&p, name, &ps, &g_m->cfg, err, sizeof err) != ENG_OK) printf("\n    %s: %s", spec, err);
-    return p;
-}
-
-/* state for n tokens under p (p may be NULL) */
-static eng_state *mk_state(eng_policy *p, int n, int n_batch) {
-    eng_state *s = NULL;
-    char err[256];
-    int cap = p ? eng_policy_capacity(p, n) : n;
-    if (eng_state_init(&s, g_m, cap, n_batch, err, sizeof err) != ENG_OK) return NULL;
-    if (p && eng_state_set_policy(s, p) != ENG_OK) {
-        eng_state_free(s);
-        return NULL;
-    }
-    return s;
-}
+static eng_policy *mk(const char *spec) { return tu_policy(g_m, spec); }
+static eng_state *mk_state(eng_policy *p, int n, int n_batch) { return tu_state(g_m, p, n, n_batch); }
 
 /* ------------------------------------------------------------ (a) equivalence */
 
@@ -83,6 +61,9 @@ static const char *g_big[] = {
     "h2o:sink=2,heavy=50,recent=150", "h2o:heavy=50,recent=150,pos=shift", "lazy_h2o:heavy=50,recent=150,interval=3",
     "tova:budget=200", "knorm:keep_ratio=1,prune_after=0", "l2:prune_after=1000", "snapkv:budget=200,window=8",
     "pyramidkv:budget=200", "pyramidkv:budget=200,pos=shift", "sepllm:init=4,sep_cap=8,local=100,cache=200",
+    "fix_size_l2:size=200,skip_layers=none", "fix_size_l2:size=200,strategy=random,keep_ratio=0.3,pos=shift",
+    "hybrid:sink=4,heavy=50,recent=146", "unified:sink=4,sep=8,heavy=40,recent=148",
+    "unified:sink=4,sep=8,heavy=40,recent=100,interval=9,pos=shift", "cam:sink=4,recent=196",
 };
 
 static void test_equivalence(void) {
@@ -105,7 +86,7 @@ static void test_equivalence(void) {
             if (p->score && mode == 1) {
                 // h2o: each query's probabilities sum to 1, so nothing evicted means sum(acc) == n;
                 // tova: the head-mean row of the last query sums to 1
-                int h2o = strstr(g_big[i], "h2o") != NULL;
+                int h2o = strstr(g_big[i], "h2o") || strstr(g_big[i], "unified") || strstr(g_big[i], "cam");
                 for (int l = 0; l < g_m->cfg.n_layer; l++) {
                     double sum = 0;
                     for (int j = 0; j < n; j++) sum += p->score[(size_t)l * g_m->cfg.n_head * p->cap + j];
@@ -268,7 +249,44 @@ static int naive_keep(const eng_policy *p, const snapshot *z, int l, int h, int6
     const float *sc = z->score + ((size_t)l * z->NH + h) * z->cap;
     int32_t idx[512];
     int m = 0, k = 0;
-    if (!strcmp(nm, "streaming") || !strcmp(nm, "window")) {
+    float norm[512];
+    const float *K = z->key + ((size_t)l * z->NH + h) * z->cap * z->D;
+    for (int j = 0; j < n; j++) {
+        float ss = 0.0f;
+        for (int d = 0; d < z->D; d++) ss += K[(size_t)j * z->D + d] * K[(size_t)j * z->D + d];
+        norm[j] = -sqrtf(ss);
+    }
+    if (!strcmp(nm, "fix_size_l2")) {   // keep_low / keep_high only (random: test_fix_size_random)
+        if (p->skip[l] || n <= p->budget) { for (int j = 0; j < n; j++) keep[j] = j; return n; }
+        int pr = (int)(p->budget * p->keep_ratio) < n ? (int)(p->budget * p->keep_ratio) : n;
+        for (int j = 0; j < n - pr; j++) { idx[m++] = j; if (p->strategy == 1) norm[j] = -norm[j]; }
+        k = naive_topk(norm, idx, m, p->budget - pr, keep);
+        for (int j = n - pr; j < n; j++) keep[k++] = j;
+        return k;
+    }
+    if (!strcmp(nm, "hybrid")) {
+        if (p->skip[l] || n <= p->sink + p->heavy + p->recent) { for (int j = 0; j < n; j++) keep[j] = j; return n; }
+        nm = "h2o";
+        sc = norm;
+    }
+    if (!strcmp(nm, "unified")) {
+        int b = p->sink + p->sep_cap + p->heavy + p->recent, ns = 0, hi = n - p->recent;
+        int due = p->interval == 1 || (steps > 0 && steps % p->interval == 0) || n + 1 > b + p->interval - 1;
+        if (!due || n <= b) { for (int j = 0; j < n; j++) keep[j] = j; return n; }
+        char in[512] = {0};
+        for (int j = hi - 1; j >= p->sink && ns < p->sep_cap; j--) {
+            int32_t tok = g_ids[z->pos[((size_t)l * z->NH + h) * z->cap + j]];
+            for (int q = 0; q < p->n_seps && !in[j]; q++) in[j] = p->seps[q] == tok;
+            ns += in[j];
+        }
+        for (int j = p->sink; j < hi; j++) if (!in[j]) idx[m++] = j;
+        int32_t hv[512];
+        int nh = naive_topk(sc, idx, m, b - p->sink - p->recent - ns, hv);
+        for (int q = 0; q < nh; q++) in[hv[q]] = 1;
+        for (int j = 0; j < n; j++) if (j < p->sink || j >= hi || in[j]) keep[k++] = j;
+        return k;
+    }
+    if (!strcmp(nm, "streaming") || !strcmp(nm, "window") || !strcmp(nm, "cam")) {
         int sink = p->sink, recent = p->recent;
         for (int j = 0; j < n; j++) if (n <= sink + recent || j < sink || j >= n - recent) keep[k++] = j;
         return k;
@@ -298,14 +316,7 @@ static int naive_keep(const eng_policy *p, const snapshot *z, int l, int h, int6
     if (!strcmp(nm, "knorm") || !strcmp(nm, "l2")) {
         int kk = (int)ceil(p->keep_ratio * n);
         if (p->skip[l] || n < p->prune_after || kk >= n) { for (int j = 0; j < n; j++) keep[j] = j; return n; }
-        float norm[512];
-        const float *K = z->key + ((size_t)l * z->NH + h) * z->cap * z->D;
-        for (int j = 0; j < n; j++) {
-            float ss = 0.0f;
-            for (int d = 0; d < z->D; d++) ss += K[(size_t)j * z->D + d] * K[(size_t)j * z->D + d];
-            norm[j] = -sqrtf(ss);
-            idx[j] = j;
-        }
+        for (int j = 0; j < n; j++) idx[j] = j;
         return naive_topk(norm, idx, n, kk, keep);
     }
     return -1;
@@ -340,6 +351,7 @@ static void check_kept_sets(const char *spec, int n_tok) {
             }
     }
     CU_ASSERT_EQUAL(bad, 0);
+    if (!evicting) printf("\n    %s: never evicted", spec);
     CU_ASSERT(evicting);
     snap_free(&z);
     eng_state_free(s);
@@ -357,6 +369,11 @@ static void test_kept_sets(void) {
         "sepllm:init=2,sep_cap=40,local=8,cache=60,seps=0;1;2;3;4;5;6;7;8;9;10;11;12;13;14;15;16;17;18;19;20;21;"
         "22;23;24;25;26;27;28;29;30;31;32;33;34;35;36;37;38;39;40;41;42;43;44;45;46;47;48;49;50;51;52;53;54;55;56;"
         "57;58;59;60;61;62;63",
+        "fix_size_l2:size=20,keep_ratio=0.3,skip_layers=0", "fix_size_l2:size=16,strategy=keep_high,pos=shift,skip_layers=1",
+        "fix_size_l2:size=12,keep_ratio=1,skip_layers=none", "hybrid:sink=2,heavy=6,recent=10,skip_layers=1",
+        "unified:sink=2,sep=5,heavy=4,recent=8,seps=0;1;2;3;4;5;6;7;8;9;10;11;12;13;14;15;16;17;18;19;20;21;22;23",
+        "unified:sink=1,sep=3,heavy=6,recent=5,interval=4,pos=shift,seps=0;2;4;6;8;10;12;14;16;18;20;22;24;26",
+        "cam:sink=3,recent=17,merge=5",
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) check_kept_sets(specs[i], 90);
 }
@@ -440,6 +457,11 @@ static void test_properties(void) {
         {"lazy_h2o:heavy=5,recent=9,interval=4", 14 + 4, 0, 9},
         {"tova:budget=12", 12, 0, 1},
         {"sepllm:init=4,sep_cap=6,local=12,cache=30", 30, 4, 12},
+        {"fix_size_l2:size=20,keep_ratio=0.5,skip_layers=none", 20, 0, 10},
+        {"fix_size_l2:size=20,keep_ratio=0.5,strategy=random,seed=7,skip_layers=none", 20, 0, 10},
+        {"hybrid:sink=2,heavy=5,recent=9", 16, 2, 9},
+        {"unified:sink=2,sep=4,heavy=3,recent=9", 18, 2, 9},
+        {"unified:sink=2,sep=4,heavy=3,recent=9,interval=5", 18 + 4, 2, 9},
     };
     int n = 150;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -489,6 +511,29 @@ static void test_properties(void) {
     CU_ASSERT_EQUAL(s->kv.cap, 50);
     eng_state_free(s);
     eng_policy_free(p);
+}
+
+/* fix_size_l2 random: the same seed keeps the same slots, another seed others */
+static void test_fix_size_random(void) {
+    const char *specs[] = {"fix_size_l2:size=24,strategy=random,seed=7,skip_layers=none",
+                           "fix_size_l2:size=24,strategy=random,seed=7,skip_layers=none",
+                           "fix_size_l2:size=24,strategy=random,seed=8,skip_layers=none"};
+    int32_t kept[3][64];
+    int nk[3];
+    for (int i = 0; i < 3; i++) {
+        eng_policy *p = mk(specs[i]);
+        eng_state *s = p ? mk_state(p, 80, 8) : NULL;
+        CU_ASSERT_FATAL(s != NULL);
+        for (int t = 0; t < 80; t++) CU_ASSERT_FATAL(eng_forward(s, g_ids + t, 1, NULL, 0) == ENG_OK);
+        nk[i] = eng_kvcache_n(&s->kv, 1)[1];
+        CU_ASSERT_FATAL(nk[i] <= 64);
+        memcpy(kept[i], eng_kvcache_pos(&s->kv, 1, 1), (size_t)nk[i] * sizeof(int32_t));
+        eng_state_free(s);
+        eng_policy_free(p);
+    }
+    CU_ASSERT(nk[0] == 25 && nk[0] == nk[1] && nk[1] == nk[2]);
+    CU_ASSERT(memcmp(kept[0], kept[1], (size_t)nk[0] * sizeof(int32_t)) == 0);
+    CU_ASSERT(memcmp(kept[0], kept[2], (size_t)nk[0] * sizeof(int32_t)) != 0);
 }
 
 /* ------------------------------------------------------------ (d) pos=shift reference */
@@ -622,7 +667,8 @@ static void test_errors(void) {
     const char *bad[] = {"streaming:sink=-1", "streaming:pos=sideways", "h2o:heavy=0.5", "snapkv:kernel=4",
                          "snapkv:budget=8,window=8", "snapkv:pooling=median", "knorm:keep_ratio=1.5",
                          "knorm:skip_layers=7", "tova:budget=x", "full:recent=3", "sepllm:seps=a;b",
-                         "sepllm:cache=10"};
+                         "sepllm:cache=10", "fix_size_l2:strategy=lowest", "fix_size_l2:size=0",
+                         "fix_size_l2:keep_ratio=2", "hybrid:recent=0", "unified:seps=x", "unified:interval=0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CU_ASSERT_FATAL(eng_policy_parse_spec(bad[i], &ps, name, sizeof name, buf, sizeof buf, err, sizeof err) ==
                         ENG_OK);
@@ -686,6 +732,7 @@ int main(void) {
     CU_add_test(s, "(b) decode policies: kept slots == naive selection per step", test_kept_sets);
     CU_add_test(s, "(b) snapkv/pyramidkv: kept slots == naive window scoring", test_prefill_sets);
     CU_add_test(s, "(c) budgets, sinks, recent window, eviction counts", test_properties);
+    CU_add_test(s, "(c) fix_size_l2 random: seeded and deterministic", test_fix_size_random);
     CU_add_test(s, "(d) pos=shift == naive re-rotation by cache index", test_pos_shift);
     CU_add_test(s, "(e) no allocation per token", test_no_alloc);
     CU_add_test(s, "params, specs, attach, OOM", test_errors);

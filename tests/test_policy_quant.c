@@ -43,26 +43,8 @@ static uint32_t rnd(void) {
 }
 static float frand(void) { return (float)rnd() / 2147483648.0f - 1.0f; }
 
-static eng_policy *mk(const char *spec) {
-    eng_paramset ps;
-    char name[32], buf[512], err[256];
-    if (eng_policy_parse_spec(spec, &ps, name, sizeof name, buf, sizeof buf, err, sizeof err) != ENG_OK) return NULL;
-    eng_policy *p = NULL;
-    if (eng_policy_create(&p, name, &ps, &g_m->cfg, err, sizeof err) != ENG_OK) printf("\n    %s: %s", spec, err);
-    return p;
-}
-
-static eng_state *mk_state(eng_policy *p, int n, int n_batch) {
-    eng_state *s = NULL;
-    char err[256];
-    int cap = p ? eng_policy_capacity(p, n) : n;
-    if (eng_state_init(&s, g_m, cap, n_batch, err, sizeof err) != ENG_OK) return NULL;
-    if (p && eng_state_set_policy(s, p) != ENG_OK) {
-        eng_state_free(s);
-        return NULL;
-    }
-    return s;
-}
+static eng_policy *mk(const char *spec) { return tu_policy(g_m, spec); }
+static eng_state *mk_state(eng_policy *p, int n, int n_batch) { return tu_state(g_m, p, n, n_batch); }
 
 /* ------------------------------------------------------------ quantizer */
 

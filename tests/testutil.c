@@ -2,6 +2,7 @@
 #include "testutil.h"
 
 #include "model.h"
+#include "policy.h"
 
 #include <CUnit/Basic.h>
 #include <stdio.h>
@@ -77,4 +78,26 @@ struct eng_model *tu_load_model(const char *name) {
     eng_model *m = NULL;
     if (eng_model_load(&m, tu_data(rel), err, sizeof err) != ENG_OK) fprintf(stderr, "load %s: %s\n", name, err);
     return m;
+}
+
+struct eng_policy *tu_policy(const struct eng_model *m, const char *spec) {
+    eng_paramset ps;
+    char name[32], buf[512], err[512];
+    eng_policy *p = NULL;
+    if (eng_policy_parse_spec(spec, &ps, name, sizeof name, buf, sizeof buf, err, sizeof err) != ENG_OK ||
+        eng_policy_create(&p, name, &ps, &m->cfg, err, sizeof err) != ENG_OK)
+        printf("\n    policy %s: %s", spec, err);
+    return p;
+}
+
+struct eng_state *tu_state(const struct eng_model *m, struct eng_policy *p, int n, int n_batch) {
+    eng_state *s = NULL;
+    char err[256];
+    int cap = p ? eng_policy_capacity(p, n) : n;
+    if (eng_state_init(&s, m, cap, n_batch, err, sizeof err) != ENG_OK) return NULL;
+    if (p && eng_state_set_policy(s, p) != ENG_OK) {
+        eng_state_free(s);
+        return NULL;
+    }
+    return s;
 }

@@ -30,6 +30,12 @@ int tu_read_ids(const char *rel, int32_t *v, int cap);
  * printing why. */
 struct eng_model *tu_load_model(const char *name);
 
+/* A KV policy from a spec "name:k=v,..." for model m; NULL after printing why. */
+struct eng_policy *tu_policy(const struct eng_model *m, const char *spec);
+/* A state for n tokens under p (NULL: no policy; capacity from the policy),
+ * chunks of n_batch, p attached; NULL on failure. */
+struct eng_state *tu_state(const struct eng_model *m, struct eng_policy *p, int n, int n_batch);
+
 /* Prints "SKIP <what>: <why>" in a form the runner counts. */
 void tu_skip(const char *what, const char *why);
 

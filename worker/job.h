@@ -186,8 +186,6 @@ typedef struct kv_param_spec {
 } kv_param_spec;
 
 int kv_policy_known(const char *name);
-/* 1 for a policy named by the project but not implemented by this build. */
-int kv_policy_planned(const char *name);
 int kv_policy_param_known(const char *policy, const char *key);
 int kv_task_known(const char *task);
 int kv_task_param_known(const char *task, const char *key);

@@ -69,22 +69,33 @@ static const kv_param_spec p_pyramidkv[] = {
     {"budget", KV_PK_INT, 2, M24, 0, 0, NULL, "average tokens kept per layer and head, window included"},
     P_KERNEL, P_POOLING, P_POS, P_WINDOW, P_END};
 
-/* Provisional: not in the engine yet; names from kv-policies.md, to be
- * confirmed when each policy lands. */
+/* sepllm and unified: engine/policy_sepllm.c; fix_size_l2 and hybrid:
+ * engine/policy_norm.c. */
+#define P_SEPS {"seps", KV_PK_LAYERS, 0, 0, 0, 0, NULL, "separator token ids: an id or \"15;13;...\" (default: the Pythia list)"}
 static const kv_param_spec p_sepllm[] = {
-    {"cache", KV_PK_INT, 1, M24, 0, 0, NULL, "total cache size that triggers compression"},
-    {"local", KV_PK_INT, 0, M24, 0, 0, NULL, "local window (recent tokens) kept"},
+    {"cache", KV_PK_INT, 2, M24, 0, 0, NULL, "cache size that triggers compression (>= init + sep_cap + local)"},
+    {"init", KV_PK_INT, 0, M24, 0, 0, NULL, "initial tokens always kept"},
+    {"local", KV_PK_INT, 1, M24, 0, 0, NULL, "local window (recent tokens) kept"},
     P_POS,
-    {"sep", KV_PK_INT, 0, M24, 0, 0, NULL, "separator-token slots (newest kept)"},
-    P_SINK,
+    {"sep_cap", KV_PK_INT, 0, M24, 0, 0, NULL, "separator-token slots (newest kept)"},
+    P_SEPS,
     P_END};
 static const kv_param_spec p_unified[] = {
-    P_HEAVY, P_INTERVAL, P_POS, P_RECENT, {"sep", KV_PK_INT, 0, M24, 0, 0, NULL, "separator-token slots"}, P_SINK,
+    P_HEAVY, {"interval", KV_PK_INT, 1, M24, 0, 0, NULL, "evict once every N steps (1: every step)"}, P_POS,
+    P_RECENT, {"sep", KV_PK_INT, 0, M24, 0, 0, NULL, "separator-token slots (newest kept)"}, P_SEPS, P_SINK,
     P_END};
-static const kv_param_spec p_fix_size_l2[] = {P_BUDGET, P_POS, P_RECENT, P_SINK, P_SKIP, P_END};
+static const char *const fs_choices[] = {"keep_low", "keep_high", "random", NULL};
+static const kv_param_spec p_fix_size_l2[] = {
+    {"keep_ratio", KV_PK_NUM, 0, 1, 0, 0, NULL, "fraction of size protected as the most recent tokens"},
+    P_POS,
+    {"seed", KV_PK_INT, 0, 2147483647.0, 0, 0, NULL, "seed of strategy=random"},
+    {"size", KV_PK_INT, 1, M24, 0, 0, NULL, "tokens kept per layer and head"},
+    P_SKIP,
+    {"strategy", KV_PK_STR, 0, 0, 0, 0, fs_choices, "what to keep of the older tokens: lowest or highest key norm, or random"},
+    P_END};
 static const kv_param_spec p_hybrid[] = {
-    {"alpha", KV_PK_NUM, 0, 1, 0, 0, NULL, "score mix: alpha * attention + (1 - alpha) * (-key norm)"},
-    P_BUDGET, P_POS, P_RECENT, P_SINK, P_END};
+    {"heavy", KV_PK_INT, 0, M24, 0, 0, NULL, "middle tokens kept by lowest key norm"},
+    P_POS, P_RECENT, P_SINK, P_SKIP, P_END};
 /* kivi and think: engine/policy_quant.c (names and ranges are the engine's;
  * it also checks bits in {2, 4, 8}, group | head_dim, group | residual). */
 static const kv_param_spec p_kivi[] = {
@@ -96,42 +107,34 @@ static const kv_param_spec p_think[] = {
     {"ratio", KV_PK_NUM, 0, 1, 0, 1, NULL, "fraction of key channels pruned per head"},
     {"recent", KV_PK_INT, 0, M24, 0, 0, NULL, "newest prompt keys kept with every channel"},
     P_WINDOW, P_END};
+/* cake: engine/policy_cake.c; cam: engine/policy_cam.c. */
 static const kv_param_spec p_cake[] = {
-    P_BUDGET,
-    {"gamma", KV_PK_NUM, 0, 1e6, 0, 0, NULL, "eviction indicator: mean + gamma * variance"},
+    {"budget", KV_PK_INT, 3, M24, 0, 0, NULL, "average tokens kept per layer and head, window included"},
+    {"gamma", KV_PK_NUM, 0, 1e6, 0, 0, NULL, "eviction indicator: mean + gamma * variance of the window attention"},
     P_KERNEL, P_POS,
-    {"tau1", KV_PK_NUM, 0, 1e6, 1, 0, NULL, "entropy exponent 1/tau1 of the layer preference"},
-    {"tau2", KV_PK_NUM, 0, 1e6, 1, 0, NULL, "variance exponent 1/tau2 of the layer preference"},
-    P_WINDOW, P_END};
-static const kv_param_spec p_cam[] = {P_BUDGET, P_POS, P_RECENT, P_SINK, P_END};
+    {"tau1", KV_PK_NUM, 1e-6, 1e6, 0, 0, NULL, "entropy exponent 1/tau1 of the layer preference"},
+    {"tau2", KV_PK_NUM, 1e-6, 1e6, 0, 0, NULL, "variance exponent 1/tau2 of the layer preference"},
+    {"window", KV_PK_INT, 2, 65536, 0, 0, NULL, "observation window (last prompt queries), always kept"},
+    P_END};
+static const kv_param_spec p_cam[] = {
+    {"merge", KV_PK_INT, 1, 65536, 0, 0, NULL, "successors an evicted value is merged into (divided by merge)"},
+    P_POS, P_RECENT,
+    {"seed", KV_PK_INT, 0, 2147483647.0, 0, 0, NULL, "seed of the merge draws"},
+    P_SINK, P_END};
 
 static const cat_entry policies[] = {
-    {"full", p_full},           {"window", p_window},       {"streaming", p_streaming}, {"h2o", p_h2o},
-    {"lazy_h2o", p_lazy_h2o},   {"sepllm", p_sepllm},       {"knorm", p_norm},
-    {"l2", p_norm},             {"snapkv", p_snapkv},
-    {"pyramidkv", p_pyramidkv}, {"tova", p_tova},           {"kivi", p_kivi},           {"think", p_think},
+    {"full", p_full},           {"window", p_window},   {"streaming", p_streaming}, {"h2o", p_h2o},
+    {"lazy_h2o", p_lazy_h2o},   {"sepllm", p_sepllm},   {"unified", p_unified},     {"knorm", p_norm},
+    {"l2", p_norm},             {"fix_size_l2", p_fix_size_l2},                     {"hybrid", p_hybrid},
+    {"snapkv", p_snapkv},       {"pyramidkv", p_pyramidkv},                         {"tova", p_tova},
+    {"cake", p_cake},           {"cam", p_cam},         {"kivi", p_kivi},           {"think", p_think},
     {NULL, NULL}};
-
-/* Named in the issue but not implemented by the engine yet: a sweep naming
- * one is refused at submission (kv_policy_planned) instead of failing every
- * job on the workers. Their provisional param tables stay above for when
- * they land. */
-static const struct {
-    const char *name;
-    const kv_param_spec *params;
-} planned[] = {{"unified", p_unified}, {"fix_size_l2", p_fix_size_l2}, {"hybrid", p_hybrid},
-               {"cake", p_cake},       {"cam", p_cam},                 {NULL, NULL}};
-
-int kv_policy_planned(const char *name) {
-    for (int i = 0; planned[i].name; i++)
-        if (!strcmp(planned[i].name, name)) return planned[i].params != NULL;
-    return 0;
-}
 
 /* Task params: engine/task.c and engine/task_passkey.c. */
 static const kv_param_spec t_ppl[] = {
     {"chunk", KV_PK_INT, 2, M20, 0, 0, NULL, "chunked baseline: independent windows of N tokens"},
-    {"prefill", KV_PK_INT, 1, M20, 0, 0, NULL, "first N tokens fed in one call (prefill-time policies compress them)"},
+    {"prefill", KV_PK_INT, 1, M20, 0, 0, NULL, "the first N tokens fed in one call (all their predictions scored), then token by token; "
+                "prefill-time policies (snapkv, pyramidkv, cake, think) compress only this prompt"},
     P_END};
 static const kv_param_spec t_speed[] = {
     {"decode", KV_PK_INT, 1, M20, 0, 0, NULL, "tokens decoded greedily after the prefill (default 128)"},
