@@ -29,6 +29,8 @@ int kn_get_threads(void);
 /* y(M,N) = x(M,K) · w(N,K)ᵀ + b(N).  b may be NULL. sgemv when M == 1. */
 void kn_matmul(float *y, const float *x, const float *w, const float *b, int M, int K, int N);
 void kn_matmul_ref(float *y, const float *x, const float *w, const float *b, int M, int K, int N);
+/* Tests: 1 = every row of kn_matmul through sgemv, so results do not depend on batching. */
+void kn_set_batch_invariant(int on);
 
 /* Weights kept in a checkpoint's 16-bit dtype (matmul_lp.c). */
 typedef enum kn_wtype { KN_W_F32 = 0, KN_W_F16 = 1, KN_W_BF16 = 2 } kn_wtype;

@@ -3,11 +3,17 @@
  * kn_matmul goes to OpenBLAS: sgemv for one row (decode), sgemm for many
  * (prefill). The bias is written into y first and BLAS accumulates onto it
  * (beta = 1), so no extra pass over y. kn_matmul_ref is the naive reference
- * with double accumulation. */
+ * with double accumulation. In batch-invariant mode (tests) every row goes
+ * through sgemv, so a row's result does not depend on the rows batched with
+ * it: a verification pass then rounds exactly like one-token decoding. */
 #include "kn.h"
 
 #include <cblas.h>
 #include <string.h>
+
+static int g_batch_invariant;
+
+void kn_set_batch_invariant(int on) { g_batch_invariant = on; }
 
 void kn_matmul(float *y, const float *x, const float *w, const float *b, int M, int K, int N) {
     float beta = 0.0f;
@@ -15,8 +21,9 @@ void kn_matmul(float *y, const float *x, const float *w, const float *b, int M, 
         for (int i = 0; i < M; i++) memcpy(y + (size_t)i * N, b, (size_t)N * sizeof(float));
         beta = 1.0f;
     }
-    if (M == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, w, K, x, 1, beta, y, 1);
+    if (M == 1 || g_batch_invariant)
+        for (int i = 0; i < M; i++)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, w, K, x + (size_t)i * K, 1, beta, y + (size_t)i * N, 1);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, beta, y, N);
 }
