@@ -55,6 +55,11 @@ typedef struct pol_store_ops {
     int (*room)(const eng_policy *p);                   /* tokens the next chunk may add */
     int64_t (*tokens)(const eng_policy *p, int l, int h);   /* tokens (l, h) holds */
     int64_t (*bytes)(const eng_policy *p);              /* K+V bytes held now */
+    /* speculative rollback (policy_mark.c): bytes of layer l's per-sequence
+     * store state, and its copy to (to_buf) or from buf; NULL when the store
+     * does not change after the prompt (think) */
+    size_t (*layer_bytes)(const eng_policy *p);
+    void (*layer_copy)(eng_policy *p, int l, unsigned char *buf, int to_buf);
 } pol_store_ops;
 
 struct eng_policy {

@@ -3,7 +3,9 @@
  * time: keys, values, positions, and the policy's per-slot scores and ids
  * when it keeps them; per state the fill counts and n_past; per policy the
  * per-sequence counters (steps, last lazy eviction, sepllm's separator
- * region) and the statistics, so that a restored state reports what an
+ * region), kivi's quantized store layer by layer (codes, min/scale, counts;
+ * think's channel store is written once at the end of the prompt and needs
+ * no copy) and the statistics, so that a restored state reports what an
  * undisturbed run would. Forward never touches slots beyond the held ones
  * in a way that matters after a restore (they are rewritten before read). */
 #include "policy_mark.h"
@@ -22,8 +24,10 @@ struct eng_state_mark {
     float *score;          /* (L, NH, cap) or NULL */
     int32_t *ids;          /* (L, NH, cap) or NULL */
     int32_t *n_sep;        /* (L, NH) or NULL */
+    unsigned char *store;  /* (L, store layer bytes) of a store-changing policy (kivi), or NULL */
+    size_t store_lb;
     double *layer_sum;     /* (L) */
-    int64_t steps, last_evict, n_steps, tok_max, peak_slots, evictions;
+    int64_t steps, last_evict, n_steps, tok_max, peak_slots, evictions, compressed, peak_bytes;
     double tok_sum;
     int in_prefill;
     int64_t ev_layer0;     /* evictions when the current layer's rows began (mark at a row) */
@@ -34,11 +38,6 @@ eng_status eng_state_mark_init(eng_state_mark **out, const eng_state *s, char *e
     const eng_kvcache *kv = &s->kv;
     const eng_policy *p = s->policy;
     size_t L = (size_t)kv->n_layer, NH = (size_t)kv->n_head, cap = (size_t)kv->cap, D = (size_t)kv->head_dim;
-    if (p && p->store) {   // kivi/think keep a store of their own, which a mark does not copy
-        eng_errf(err, n_err, "state mark: policy '%s' changes what is stored; marks (speculative rollback) "
-                 "support eviction policies only", p->name);
-        return ENG_ERR_UNSUPPORTED;
-    }
     eng_state_mark *m = eng_calloc(1, sizeof *m);
     if (!m) goto nomem;
     m->st = s;
@@ -57,6 +56,10 @@ eng_status eng_state_mark_init(eng_state_mark **out, const eng_state *s, char *e
     if (p && p->score && !(m->score = eng_alloc(L * NH * cap * sizeof(float)))) goto nomem;
     if (p && p->ids && !(m->ids = eng_alloc(L * NH * cap * sizeof(int32_t)))) goto nomem;
     if (p && p->n_sep && !(m->n_sep = eng_alloc(L * NH * sizeof(int32_t)))) goto nomem;
+    if (p && p->store && p->store->layer_copy) {   // kivi: its quantized store changes every step
+        m->store_lb = p->store->layer_bytes(p);
+        if (!(m->store = eng_alloc(L * m->store_lb))) goto nomem;
+    }
     *out = m;
     return ENG_OK;
 nomem:
@@ -74,6 +77,7 @@ void eng_state_mark_free(eng_state_mark *m) {
     eng_free(m->score);
     eng_free(m->ids);
     eng_free(m->n_sep);
+    eng_free(m->store);
     eng_free(m->layer_sum);
     eng_free(m);
 }
@@ -113,6 +117,7 @@ static void save_layers(eng_state_mark *m, const eng_state *s, int l0, int l1) {
     memcpy(m->n + a, s->kv.n + a, n * sizeof(int32_t));
     copy_slots(m, w, p, 1, l0, l1);
     if (m->n_sep) memcpy(m->n_sep + a, p->n_sep + a, n * sizeof(int32_t));
+    for (int l = l0; m->store && l < l1; l++) p->store->layer_copy((eng_policy *)p, l, m->store + l * m->store_lb, 1);
 }
 
 /* The per-state part: position, step counters, statistics. */
@@ -128,6 +133,8 @@ static void save_globals(eng_state_mark *m, const eng_state *s, int n_past) {
     m->tok_max = p->tok_max;
     m->peak_slots = p->peak_slots;
     m->evictions = p->evictions;
+    m->compressed = p->compressed;
+    m->peak_bytes = p->peak_bytes;
     m->tok_sum = p->tok_sum;
 }
 
@@ -173,6 +180,7 @@ eng_status eng_state_mark_restore(eng_state_mark *m, eng_state *s) {
     s->n_past = m->saved_past;
     if (!p) return ENG_OK;
     if (m->n_sep) memcpy(p->n_sep, m->n_sep, LH * sizeof(int32_t));
+    for (int l = 0; m->store && l < m->L; l++) p->store->layer_copy(p, l, m->store + l * m->store_lb, 0);
     memcpy(p->layer_sum, m->layer_sum, (size_t)m->L * sizeof(double));
     p->steps = m->steps;
     p->last_evict = m->last_evict;
@@ -181,6 +189,8 @@ eng_status eng_state_mark_restore(eng_state_mark *m, eng_state *s) {
     p->tok_max = m->tok_max;
     p->peak_slots = m->peak_slots;
     p->evictions = m->evictions;
+    p->compressed = m->compressed;
+    p->peak_bytes = m->peak_bytes;
     p->tok_sum = m->tok_sum;
     return ENG_OK;
 }

@@ -7,7 +7,8 @@
  * the heads, adds attention mass to every slot's score (h2o) or rewrites
  * them (tova). A mark keeps a copy of everything a forward can change —
  * per-head fill counts, the held keys, values and positions, the policy's
- * per-slot scores and token ids, its step counters and its statistics — and
+ * per-slot scores and token ids, kivi's quantized store, its step counters
+ * and its statistics — and
  * restore puts the state back bit for bit, at the position it had when the
  * mark was saved. All memory is allocated in init; save and restore only
  * copy (the held slots, not the whole capacity). */

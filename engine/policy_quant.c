@@ -237,8 +237,46 @@ static int64_t kivi_bytes(const eng_policy *p) {
     return b;
 }
 
-static const pol_store_ops kivi_store = {kivi_size, kivi_carve, kivi_reset, kivi_layer_begin,
-                                         kivi_attend, kivi_room, kivi_tokens, kivi_bytes};
+/* Layer l's store as a mark keeps it: the two quantized counts, then per
+ * head the packed codes and the min/scale of the quantized tokens only
+ * (the rest of the buffer zeroed, so two equal states copy to equal bytes;
+ * what lies beyond the counts in the live store is never read). */
+static size_t kivi_layer_bytes(const eng_policy *p) {
+    size_t NH = KV_NH(p), D = KV_D(p), G = (size_t)p->group, N = (size_t)p->n_max;
+    return 2 * sizeof(int32_t) + 2 * NH * kivi_code_bytes(p, (int)N) + 2 * NH * ((N / G) * D + N * (D / G)) * sizeof(float);
+}
+
+static void kivi_layer_copy(eng_policy *p, int l, unsigned char *buf, int to_buf) {
+    size_t L = KV_L(p), NH = KV_NH(p), D = KV_D(p), G = (size_t)p->group, N = (size_t)p->n_max;
+    size_t cb = kivi_code_bytes(p, (int)N), bits = (size_t)p->bits;
+    int32_t *nq = (int32_t *)buf;
+    if (to_buf) {
+        memset(buf, 0, kivi_layer_bytes(p));
+        nq[0] = p->nq[l];
+        nq[1] = p->nq[L + (size_t)l];
+    } else {
+        p->nq[l] = nq[0];
+        p->nq[L + (size_t)l] = nq[1];
+    }
+    size_t nk = (size_t)nq[0], nv = (size_t)nq[1];   // D·bits is a whole number of bytes (D even, bits 2/4/8)
+    unsigned char *o = buf + 2 * sizeof(int32_t);
+    for (size_t h = 0; h < NH; h++) {
+        size_t lh = (size_t)l * NH + h;
+        struct { void *at; size_t used, full; } part[] = {
+            {p->qk + lh * cb, nk * D * bits / 8, cb},
+            {p->qv + lh * cb, nv * D * bits / 8, cb},
+            {p->k_mn + lh * (N / G) * D, nk / G * D * sizeof(float), (N / G) * D * sizeof(float)},
+            {p->k_sc + lh * (N / G) * D, nk / G * D * sizeof(float), (N / G) * D * sizeof(float)},
+            {p->v_mn + lh * N * (D / G), nv * (D / G) * sizeof(float), N * (D / G) * sizeof(float)},
+            {p->v_sc + lh * N * (D / G), nv * (D / G) * sizeof(float), N * (D / G) * sizeof(float)},
+        };
+        for (size_t i = 0; i < sizeof part / sizeof part[0]; o += part[i].full, i++)
+            memcpy(to_buf ? o : part[i].at, to_buf ? part[i].at : o, part[i].used);
+    }
+}
+
+static const pol_store_ops kivi_store = {kivi_size,  kivi_carve, kivi_reset,       kivi_layer_begin, kivi_attend,
+                                         kivi_room,  kivi_tokens, kivi_bytes, kivi_layer_bytes, kivi_layer_copy};
 
 static eng_status kivi_parse(eng_policy *p, char *err, size_t n_err) {
     eng_status st;
@@ -367,8 +405,8 @@ static int64_t think_bytes(const eng_policy *p) {
     return b;
 }
 
-static const pol_store_ops think_store = {think_size, think_carve, think_reset, NULL,
-                                          think_attend, NULL, NULL, think_bytes};
+static const pol_store_ops think_store = {think_size, think_carve, think_reset, NULL,      think_attend,
+                                          NULL,       NULL,        think_bytes, NULL, NULL};
 
 static eng_status think_parse(eng_policy *p, char *err, size_t n_err) {
     eng_status st;
