@@ -256,7 +256,7 @@ done:
 
 typedef struct run_opts {
     const char *model, *tokenizer, *data, *prompt, *prompt_ids, *ids_file, *out;
-    const char *draft, *inter, *policy;
+    const char *draft, *inter, *policy, *draft_policy, *inter_policy;
     long prefill;
     long threads, doc, offset, tokens, chunk, max_new, top_k, seed, batch, gamma, gamma_max;
     int schedule, compare;
@@ -267,7 +267,7 @@ typedef struct run_opts {
 enum { O_MODEL = 256, O_TOK, O_DATA, O_PROMPT, O_PROMPT_IDS, O_IDS_FILE, O_OUT, O_THREADS, O_DOC,
        O_OFFSET, O_TOKENS, O_CHUNK, O_MAX_NEW, O_TOP_K, O_SEED, O_TEMP, O_TOP_P, O_JSON, O_IGN_EOS,
        O_PRINT_IDS, O_BATCH, O_WEIGHTS, O_DRAFT, O_INTER, O_GAMMA, O_SCHEDULE, O_GAMMA_MAX, O_COMPARE,
-       O_POLICY, O_PREFILL };
+       O_POLICY, O_PREFILL, O_DRAFT_POLICY, O_INTER_POLICY };
 
 static const struct option g_run_opts[] = {
     {"model", required_argument, 0, O_MODEL}, {"tokenizer", required_argument, 0, O_TOK},
@@ -284,7 +284,9 @@ static const struct option g_run_opts[] = {
     {"draft", required_argument, 0, O_DRAFT}, {"intermediate", required_argument, 0, O_INTER},
     {"gamma", required_argument, 0, O_GAMMA}, {"schedule", required_argument, 0, O_SCHEDULE},
     {"gamma-max", required_argument, 0, O_GAMMA_MAX}, {"compare", no_argument, 0, O_COMPARE},
-    {"policy", required_argument, 0, O_POLICY}, {"prefill", required_argument, 0, O_PREFILL}, {0, 0, 0, 0}};
+    {"policy", required_argument, 0, O_POLICY}, {"prefill", required_argument, 0, O_PREFILL},
+    {"draft-policy", required_argument, 0, O_DRAFT_POLICY}, {"intermediate-policy", required_argument, 0, O_INTER_POLICY},
+    {0, 0, 0, 0}};
 
 /* Parses the flags shared by logits/ppl/generate; `allowed` lists the
  * option codes this subcommand accepts (others are usage errors). */
@@ -330,6 +332,8 @@ static int parse_run_opts(const char *cmd, int argc, char **argv, run_opts *o, c
             break;
         case O_COMPARE: o->compare = 1; break;
         case O_POLICY: o->policy = optarg; break;
+        case O_DRAFT_POLICY: o->draft_policy = optarg; break;
+        case O_INTER_POLICY: o->inter_policy = optarg; break;
         case O_PREFILL: bad = parse_int(optarg, 1, INT32_MAX, &o->prefill); break;
         case O_WEIGHTS:
             bad = strcmp(optarg, "auto") && strcmp(optarg, "f32");
@@ -395,6 +399,16 @@ done:
 
 /* --------------------------------------------------------------------- ppl */
 
+/* A KV policy from a --policy style spec for model m; 0 or 1 after printing why. */
+static int policy_from_spec(const char *flag, const char *spec, const eng_model *m, eng_policy **out) {
+    eng_paramset ps;
+    char name[32], buf[512], err[ERRLEN];
+    eng_status st = eng_policy_parse_spec(spec, &ps, name, sizeof name, buf, sizeof buf, err, sizeof err);
+    if (st == ENG_OK) st = eng_policy_create(out, name, &ps, &m->cfg, err, sizeof err);
+    if (st != ENG_OK) return fail("%s: %s", flag, err);
+    return 0;
+}
+
 /* log-softmax of the target under logits(V), in double. */
 static int cmd_ppl(int argc, char **argv) {
     static const int allowed[] = {O_MODEL, O_TOK, O_DATA, O_DOC, O_OFFSET, O_TOKENS, O_CHUNK,
@@ -404,7 +418,7 @@ static int cmd_ppl(int argc, char **argv) {
     if (rc) return rc;
     if (!o.data) return usage_error("ppl", "--data FILE is required");
     if (o.chunk && (o.policy || o.prefill)) return usage_error("ppl", "--policy and --prefill apply to streaming PPL, not --chunk");
-    char err[ERRLEN] = "", tbuf[1100], pname[32], pbuf[512];
+    char err[ERRLEN] = "", tbuf[1100];
     eng_policy *pol = NULL;
     float *pre_logits = NULL;
     eng_dataset *ds = NULL;
@@ -437,12 +451,7 @@ static int cmd_ppl(int argc, char **argv) {
     const int32_t *t = ids.v + o.offset;
     int V = m->cfg.n_vocab;
     if ((size_t)o.prefill >= n) { fail("%s: --prefill must leave tokens to stream%s", o.data, ""); goto done; }
-    if (o.policy) {
-        eng_paramset ps;
-        eng_status pst = eng_policy_parse_spec(o.policy, &ps, pname, sizeof pname, pbuf, sizeof pbuf, err, sizeof err);
-        if (pst == ENG_OK) pst = eng_policy_create(&pol, pname, &ps, &m->cfg, err, sizeof err);
-        if (pst != ENG_OK) { fail("--policy: %s%s", err, ""); goto done; }
-    }
+    if (o.policy && policy_from_spec("--policy", o.policy, m, &pol)) goto done;
     size_t cap = o.chunk ? (size_t)o.chunk : n;
     if (cap > n) cap = n;
     if (pol) cap = (size_t)eng_policy_capacity(pol, (int)n);
@@ -541,11 +550,14 @@ done:
 static int cmd_generate(int argc, char **argv) {
     static const int allowed[] = {O_MODEL, O_TOK, O_PROMPT, O_PROMPT_IDS, O_MAX_NEW, O_TEMP, O_TOP_K,
                                   O_TOP_P, O_SEED, O_THREADS, O_JSON, O_IGN_EOS, O_PRINT_IDS, O_BATCH, O_WEIGHTS,
-                                  O_DRAFT, O_INTER, O_GAMMA, O_SCHEDULE, O_GAMMA_MAX, O_COMPARE, 0};
+                                  O_DRAFT, O_INTER, O_GAMMA, O_SCHEDULE, O_GAMMA_MAX, O_COMPARE, O_POLICY,
+                                  O_DRAFT_POLICY, O_INTER_POLICY, 0};
     run_opts o;
     int rc = parse_run_opts("generate", argc, argv, &o, allowed);
     if (rc) return rc;
     if (o.inter && !o.draft) return usage_error("generate", "--intermediate needs --draft");
+    if (o.draft_policy && !o.draft) return usage_error("generate", "--draft-policy needs --draft");
+    if (o.inter_policy && !o.inter) return usage_error("generate", "--intermediate-policy needs --intermediate");
     if (o.gamma_max == 0) o.gamma_max = o.gamma > 16 ? o.gamma : 16;
     if (o.gamma_max < o.gamma) return usage_error("generate", "--gamma-max must be >= --gamma");
     if (!o.prompt == !o.prompt_ids) return usage_error("generate", "give exactly one of --prompt TEXT or --prompt-ids \"ID ...\"");
@@ -554,6 +566,7 @@ static int cmd_generate(int argc, char **argv) {
     eng_model *m = NULL, *dm = NULL, *im = NULL;
     eng_state *s = NULL;
     eng_spec *sp = NULL;
+    eng_policy *pol[3] = {NULL, NULL, NULL};   /* target, draft, intermediate */
     eng_spec_stats sst;
     memset(&sst, 0, sizeof sst);
     eng_sampler smp = {0};
@@ -561,6 +574,7 @@ static int cmd_generate(int argc, char **argv) {
     eng_buf text = {0};
     rc = 1;
     if (load_model(o.model, &m)) goto done;
+    if (o.policy && policy_from_spec("--policy", o.policy, m, &pol[0])) goto done;
     const char *tp = pick_tokenizer(o.tokenizer, o.model, tbuf, sizeof tbuf);
     if (o.prompt || tp) {
         if (load_tokenizer(tp, &tok)) goto done;
@@ -576,12 +590,16 @@ static int cmd_generate(int argc, char **argv) {
     size_t n_new = 0;
     if (o.draft) {
         if (load_model(o.draft, &dm) || (o.inter && load_model(o.inter, &im))) goto done;
+        if (o.draft_policy && policy_from_spec("--draft-policy", o.draft_policy, dm, &pol[1])) goto done;
+        if (o.inter_policy && policy_from_spec("--intermediate-policy", o.inter_policy, im, &pol[2])) goto done;
         eng_spec_opts so;
         eng_spec_opts_default(&so);
         so.gamma = (int)o.gamma; so.gamma_max = (int)o.gamma_max; so.schedule = (eng_spec_schedule)o.schedule;
         so.temperature = (float)o.temperature; so.top_k = (int)o.top_k; so.top_p = (float)o.top_p;
         so.seed = (uint64_t)o.seed; so.stop_at_eos = !o.ignore_eos; so.compare = o.compare; so.n_batch = (int)o.batch;
         if (eng_spec_init(&sp, m, dm, im, (int)cap + 2, &so, err, sizeof err) != ENG_OK) { fail("%s%s", err, ""); goto done; }
+        for (int l = 0; l < 3; l++)
+            if (pol[l] && eng_spec_set_policy(sp, l, pol[l]) != ENG_OK) { fail("%s%s", eng_spec_errmsg(sp), ""); goto done; }
         eng_ids out = {0};
         if (eng_spec_generate(sp, ids.v, (int)n_prompt, (int)o.max_new, &out, &sst) != ENG_OK) {
             eng_ids_free(&out); fail("%s%s", eng_spec_errmsg(sp), ""); goto done;
@@ -593,7 +611,9 @@ static int cmd_generate(int argc, char **argv) {
         ttft = sst.ttft_s; tpot = sst.tpot_s;
         goto report;
     }
+    if (pol[0]) cap = (size_t)eng_policy_capacity(pol[0], (int)cap);
     if (eng_state_init(&s, m, (int)cap, (int)o.batch, err, sizeof err) != ENG_OK) { fail("%s%s", err, ""); goto done; }
+    if (pol[0] && eng_state_set_policy(s, pol[0]) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
     if (eng_sampler_init(&smp, m->cfg.n_vocab, (float)o.temperature, (int)o.top_k, (float)o.top_p, (uint64_t)o.seed) != ENG_OK) {
         fail("%s%s", "cannot set up the sampler (bad --temperature/--top-k/--top-p?)", ""); goto done;
     }
@@ -628,6 +648,15 @@ report:
             if (o.compare) json_object_set_new(sj, "speedup", json_real(sst.speedup));
             json_object_set_new(j, "spec", sj);
         }
+        if (pol[0]) {
+            eng_policy_stats ps;
+            eng_policy_stats_get(pol[0], &ps);
+            json_object_set_new(j, "policy", json_pack("{s:s, s:s, s:f, s:I, s:I, s:I, s:b}", "name", eng_policy_name(pol[0]),
+                                                       "params", eng_policy_describe(pol[0]), "cache_tokens_mean",
+                                                       ps.cache_tokens_mean, "cache_tokens_max", (json_int_t)ps.cache_tokens_max,
+                                                       "kv_bytes", (json_int_t)ps.kv_bytes, "evictions",
+                                                       (json_int_t)ps.evictions, "triggered", ps.triggered));
+        }
         char *d = json_dumps(j, JSON_COMPACT);
         if (d) puts(d);
         free(d);
@@ -647,12 +676,22 @@ report:
             if (o.compare) fprintf(stderr, "  speedup %.2fx", sst.speedup);
             fputc('\n', stderr);
         }
+        for (int l = 0; l < 3; l++) {
+            if (!pol[l]) continue;
+            eng_policy_stats ps;
+            eng_policy_stats_get(pol[l], &ps);
+            fprintf(stderr, "%s policy %s (%s)  cache tokens mean %.2f max %lld  evictions %lld%s\n",
+                    l == 0 ? "target" : l == 1 ? "draft" : "intermediate", eng_policy_name(pol[l]),
+                    eng_policy_describe(pol[l]), ps.cache_tokens_mean, (long long)ps.cache_tokens_max,
+                    (long long)ps.evictions, ps.triggered ? "" : "  NEVER TRIGGERED");
+        }
     }
     rc = 0;
 done:
     eng_sampler_free(&smp);
     eng_state_free(s);
     eng_spec_free(sp);
+    for (int l = 0; l < 3; l++) eng_policy_free(pol[l]);
     eng_model_free(m);
     eng_model_free(dm);
     eng_model_free(im);
@@ -708,7 +747,8 @@ static void usage(FILE *f) {
           "  generate     --model DIR (--prompt TEXT | --prompt-ids IDS) [--max-new N] [--temperature T]\n"
                "               [--top-k K] [--top-p P] [--seed S] [--ignore-eos] [--print-ids] [--json]\n"
           "               [--draft DIR [--intermediate DIR] [--gamma N] [--schedule constant|heuristic|aimd]\n"
-          "                [--gamma-max N] [--compare]]   speculative decoding\n"
+          "                [--gamma-max N] [--compare] [--draft-policy P] [--intermediate-policy P]]\n"
+          "               [--policy NAME[:k=v,...]]   speculative decoding; a KV policy per model\n"
           "  random-model --shape pythia-160m --out DIR [--dtype f32|f16|bf16] [--seed S] [--tokenizer PATH]\n"
           "common: --threads N (default: all cores), --tokenizer PATH (default DIR/tokenizer.json, then $KV_TOKENIZER),\n"
           "        --batch N (prefill chunk, default 64), --weights auto|f32 (keep 16-bit matrices 16-bit, or not)\n",

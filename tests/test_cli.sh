@@ -112,6 +112,19 @@ grep -q "acceptance rate" "$tmp/spec.err" && ok "generate --draft reports spec s
     --prompt-ids "$(cat "$sg/prompt_ids.txt")" --max-new 64 --ignore-eos --json --compare > "$tmp/specj" 2>&1
 grep -q '"speedup"' "$tmp/specj" && grep -q "\"ids\":\[$(tr ' ' ',' < "$sg/greedy_ids.txt")\]" "$tmp/specj" &&
     ok "generate --draft --intermediate --json greedy == HF" || bad "generate --draft --intermediate --json greedy == HF"
+# KV policies on each model: greedy spec under policies == target-only greedy under the target's policy
+"$kv" generate --model "$sm" --policy streaming:sink=2,recent=12 --prompt-ids "$(cat "$sg/prompt_ids.txt")" \
+    --max-new 48 --ignore-eos --print-ids > "$tmp/pol" 2> "$tmp/pol.err"
+"$kv" generate --model "$sm" --policy streaming:sink=2,recent=12 --draft "$data/models/m32-f16" --draft-policy h2o:heavy=4,recent=8 \
+    --intermediate "$data/models/m80-bf16" --intermediate-policy window:recent=10 --gamma 3 \
+    --prompt-ids "$(cat "$sg/prompt_ids.txt")" --max-new 48 --ignore-eos --print-ids > "$tmp/polspec" 2> "$tmp/polspec.err"
+if [ -s "$tmp/pol" ] && [ "$(tail -n 1 "$tmp/pol")" = "$(tail -n 1 "$tmp/polspec")" ] &&
+   [ "$(tail -n 1 "$tmp/pol")" != "$(cat "$sg/greedy_ids.txt" | cut -d' ' -f1-48)" ] &&
+   grep -q "draft policy h2o" "$tmp/polspec.err" && grep -q "target policy streaming" "$tmp/pol.err"; then
+    ok "generate --policy/--draft-policy/--intermediate-policy: spec == target-only under the policy"
+else bad "generate --policy/--draft-policy/--intermediate-policy: spec == target-only under the policy"; fi
+expect "--draft-policy needs --draft" 2 "needs --draft" -- "$kv" generate --model "$sm" --draft-policy full --prompt-ids 1
+expect "bad --draft-policy" 1 "draft-policy" -- "$kv" generate --model "$sm" --draft "$data/models/m32-f16" --draft-policy nope --prompt-ids 1
 expect "bad --schedule" 2 "schedule" -- "$kv" generate --model "$sm" --draft "$data/models/m32-f16" --schedule fast --prompt-ids 1
 expect "draft vocab mismatch" 1 "vocabulary mismatch" -- "$kv" generate --model "$sm" --draft "$data/models/m256-f16" --prompt-ids 1
 
