@@ -1,9 +1,11 @@
 # kvsweep build. `make` (CUDA auto-detected), `make CUDA=0`, `make test`,
-# `make demo`, `make asan`, `make fuzz`, `make bench`, `make soak`, `make V=1`
-# for full command lines.
+# `make test-gpu`, `make demo`, `make asan`, `make fuzz`, `make bench`,
+# `make soak`, `make V=1` for full command lines.
 #
 # Layout of the products (dependency direction kernels <- engine <- CLIs):
-#   build/libkernels.a   kernels/cpu/*.c (+ kernels/cuda/*.cu when CUDA=1, else kernels/cuda_stub.c)
+#   build/libkernels.a   kernels/cpu/*.c + kernels/cuda_loader.c (dlopens libkvcuda.so on first use)
+#   build/libkvcuda.so   kernels/cuda/*.cu, CUDA=1 only: cuBLAS + our kernels behind the kn_cuda.h
+#                        table; nothing else links CUDA, so CPU-only use needs no CUDA libraries
 #   build/libengine.a    engine/*.c except engine/*_main.c
 #   build/kvrun          engine/kvrun_main.c
 #   build/libkvq.a       worker/*.c except *_main.c: job codec, msgpack guard, Redis queue
@@ -25,24 +27,27 @@ SAN       ?=
 BLAS_DIR  ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_INC  ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 
-CPPFLAGS  += -Ikernels -Iengine -Iworker -Isubmit -I$(BLAS_INC) -MMD -MP -D_GNU_SOURCE
+CPPFLAGS  += -Ikernels -Iengine -Iworker -Isubmit -I$(BLAS_INC) -MMD -MP -D_GNU_SOURCE -DKN_CUDA=$(CUDA)
 CFLAGS    ?= -O2 -g
 CFLAGS    += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -fopenmp $(SAN)
 NVCCFLAGS ?= -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
 NVCCFLAGS += -Werror all-warnings
+# libkvcuda.so objects: position-independent, only kn_cuda_api_get exported,
+# host-side warnings on (errors too, under -Werror all-warnings).
+NVCC_SO   := -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra
+CUDA_LIBS  = -L$(CUDA_HOME)/lib64 -lcublas -lcublasLt -Xlinker -rpath,$(CUDA_HOME)/lib64 -Xlinker --no-undefined
 LDFLAGS   += -fopenmp $(SAN) -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR)
-LDLIBS    += -lopenblas -ljansson -lpcre2-8 -lutf8proc -lcrypto -lm
+LDLIBS    += -lopenblas -ljansson -lpcre2-8 -lutf8proc -lcrypto -lm -ldl
 KVQ_LIBS  := -lhiredis -lmsgpackc -lcrypto
 SUB_LIBS  := -lsqlite3 -ljansson $(KVQ_LIBS)
 
-KERN_SRC  := $(wildcard kernels/cpu/*.c)
+KERN_SRC  := $(wildcard kernels/cpu/*.c) kernels/cuda_loader.c
 ifeq ($(CUDA),1)
   KERN_CU   := $(wildcard kernels/cuda/*.cu)
-  LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread -lstdc++
-else
-  KERN_SRC  += kernels/cuda_stub.c
+  CUDA_SO   := $(BUILD)/libkvcuda.so
 endif
-KERN_OBJ  := $(KERN_SRC:%.c=$(BUILD)/%.o) $(KERN_CU:%.cu=$(BUILD)/%.cu.o)
+KERN_OBJ  := $(KERN_SRC:%.c=$(BUILD)/%.o)
+CU_OBJ    := $(KERN_CU:%.cu=$(BUILD)/%.cu.o)
 ENG_SRC   := $(filter-out %_main.c,$(wildcard engine/*.c))
 ENG_OBJ   := $(ENG_SRC:%.c=$(BUILD)/%.o)
 KVQ_SRC   := $(filter-out %_main.c,$(wildcard worker/*.c))
@@ -56,7 +61,7 @@ BINS      := $(BUILD)/kvrun $(BUILD)/kvworker $(BUILD)/kvsubmit
 
 Q := $(if $(V),,@)
 
-all: $(BINS) $(TEST_BIN)
+all: $(BINS) $(TEST_BIN) $(CUDA_SO)
 
 # Rebuild everything when the flags change (redis' persist-settings idea).
 FLAGS_LINE := $(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) CUDA=$(CUDA) $(NVCCFLAGS)
@@ -73,7 +78,13 @@ $(BUILD)/%.o: %.c $(BUILD)/.flags
 $(BUILD)/%.cu.o: %.cu $(BUILD)/.flags
 	@mkdir -p $(@D)
 	@echo "  NVCC  $<"
-	$(Q)$(NVCC) -Ikernels -MMD -MP $(NVCCFLAGS) -c $< -o $@
+	$(Q)$(NVCC) -Ikernels -MMD -MP $(NVCCFLAGS) $(NVCC_SO) -c $< -o $@
+
+# The CUDA backend as a shared library, found at run time by
+# kernels/cuda_loader.c (beside the executable or one directory up).
+$(BUILD)/libkvcuda.so: $(CU_OBJ)
+	@echo "  LD    $@"
+	$(Q)$(NVCC) -shared -cudart shared -o $@ $^ $(CUDA_LIBS)
 
 # rm first: `ar rcs` only adds/replaces members, so a CUDA=1 object would
 # survive in the archive after switching to CUDA=0.
@@ -129,6 +140,11 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)sh tests/run_all.sh $(BUILD) $(TEST_BIN) $(wildcard tests/test_*.sh)
 
+# The CUDA op tests against the CPU references; fails when no device is
+# usable (plain `make test` prints SKIP for them instead).
+test-gpu: all
+	$(Q)KV_REQUIRE_GPU=1 $(BUILD)/tests/test_cuda_ops
+
 # Same tests under AddressSanitizer + UBSan, in their own build tree.
 asan: deps
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g" \
@@ -166,6 +182,6 @@ check-deps:
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps test asan fuzz bench bench-policy demo soak check-deps clean FORCE
+.PHONY: all deps test test-gpu asan fuzz bench bench-policy demo soak check-deps clean FORCE
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -3,7 +3,8 @@
  * Each op exists as a naive CPU reference (`kn_<op>_ref`, plain loops, double
  * accumulation where cheap: the yardstick other versions are tested against),
  * an optimized CPU version (`kn_<op>`, OpenBLAS + OpenMP), and, when built
- * with CUDA, device versions declared in kn_cuda.h with the same contract.
+ * with CUDA, device versions in libkvcuda.so, reached through the table
+ * declared in kn_cuda.h, with the same contract.
  * All tensors are fp32, row-major, host memory; shapes are in the comments
  * (M rows, K inner, N outputs, T tokens, NH heads, D head_dim, R rotary dims).
  * Ops never allocate; scratch is passed in by the caller. */
@@ -12,6 +13,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {   /* the .cu files include this header through kn_cuda.h */
+#endif
 
 typedef enum kn_status {
     KN_OK = 0,
@@ -90,9 +95,78 @@ void kn_attention_ref(float *out, const float *q, size_t q_stride, const float *
 /* y(n) += a(n) + b(n)  (parallel residual: x = x + attn + mlp). b may be NULL. */
 void kn_add2(float *y, const float *a, const float *b, size_t n);
 
-/* CUDA devices usable by this build (0 when built without CUDA or none). */
+/* ---- Ops the policies and the sampler need (CPU references in
+ * kernels/cpu/{embed,kv_ops,kivi,sample}.c; the CUDA versions in kn_cuda.h
+ * follow the same contracts). */
+
+/* out(T, C) = row tok[t] of table(V, C) (fp32 or 16-bit, converted exactly).
+ * A token outside [0, V) gives a row of NaN (visible downstream, never a
+ * read out of bounds). */
+void kn_embed_ref(float *out, const int32_t *tok, int T, const void *table, kn_wtype wt, int V, int C);
+
+/* The T new keys/values of one layer into the cache, after each head's
+ * base[h] held slots: k_cache, v_cache(NH, cap, D); k_src, v_src(T rows
+ * src_stride floats apart, head h at h·D). n_vis(NH·T) (may be NULL) gets
+ * base[h] + t + 1. Slots at or past cap are not written. */
+void kn_kv_append_ref(float *k_cache, float *v_cache, const float *k_src, const float *v_src, size_t src_stride,
+                      int T, int NH, int D, int cap, const int32_t *base, int32_t *n_vis);
+/* Compaction: for each head h, slot i = slot keep[h·cap + i] for
+ * i < n_keep[h] (keep strictly ascending per head, so order is preserved),
+ * in place, for K and V (NH, cap, D) and, when not NULL, score(NH, cap) and
+ * pos(NH, cap). Entries with keep < i or >= cap are skipped. */
+void kn_kv_compact_ref(float *k_cache, float *v_cache, float *score, int32_t *pos, const int32_t *keep,
+                       const int32_t *n_keep, int NH, int D, int cap);
+/* norms(NH, cap)[h][j] = ||k[h][j]||₂ (fp32 sum of squares) for j < n_held[h];
+ * other entries untouched. */
+void kn_key_norms_ref(float *norms, const float *k, const int32_t *n_held, int NH, int D, int cap);
+/* Accumulated attention: acc(NH, cap)[h][j] (+)= sum over queries t with
+ * j < n_vis[h·T + t] of probs(NH, T, cap)[h][t][j], summed in t order;
+ * accumulate = 0 overwrites. Keys no query sees are untouched. */
+void kn_attn_accum_ref(float *acc, const float *probs, const int32_t *n_vis, int T, int NH, int cap,
+                       int accumulate);
+/* 1-D pooling along each of `rows` rows (stride floats apart), odd kernel,
+ * stride 1, padding kernel/2: avg divides by kernel (zero padding counts,
+ * PyTorch's count_include_pad), max ignores the padding. Row r has len[r]
+ * elements (len NULL: m each); out must not alias in. */
+void kn_pool1d_ref(float *out, const float *in, int rows, int m, size_t stride, const int32_t *len, int kernel,
+                   int use_max);
+
+/* KIVI asymmetric min-max quantization of x(rows, cols) (rows ld floats
+ * apart), groups of `group` elements:
+ *   KN_KIVI_PER_CHANNEL  `group` consecutive rows of one column (keys);
+ *                        mn, scale(rows/group, cols)
+ *   KN_KIVI_PER_TOKEN    `group` consecutive columns of one row (values);
+ *                        mn, scale(rows, cols/group)
+ * scale = (max - min) / (2^bits - 1); code = clamp(rint((x - mn) / scale),
+ * 0, 2^bits - 1) (0 when scale is 0; rint rounds half to even);
+ * x̂ = code·scale + mn (no fused multiply-add). Codes of element
+ * e = r·cols + c are packed LSB-first, bits 2/4/8, into
+ * kn_kivi_code_bytes(rows, cols, bits) bytes. */
+typedef enum kn_kivi_axis { KN_KIVI_PER_CHANNEL = 0, KN_KIVI_PER_TOKEN = 1 } kn_kivi_axis;
+static inline size_t kn_kivi_code_bytes(int rows, int cols, int bits) {
+    return ((size_t)rows * (size_t)cols * (size_t)bits + 7) / 8;
+}
+void kn_kivi_quant_ref(uint8_t *codes, float *mn, float *scale, const float *x, int rows, int cols, size_t ld,
+                       int group, int bits, kn_kivi_axis axis);
+void kn_kivi_dequant_ref(float *out, size_t ld_out, const uint8_t *codes, const float *mn, const float *scale,
+                         int rows, int cols, int group, int bits, kn_kivi_axis axis);
+
+/* idx(M) = the first index of the largest logit of each row of logits(M, V)
+ * (eng_argmax's rule; NaN rows give an unspecified index). */
+void kn_argmax_ref(int32_t *idx, const float *logits, int M, int V);
+/* probs(M, V) = softmax(logits / temperature) with the max subtracted
+ * (eng_sampler_probs without top-k/top-p); temperature 0: one-hot argmax. */
+void kn_softmax_ref(float *probs, const float *logits, int M, int V, float temperature);
+
+/* CUDA devices usable by this build (0 when built without CUDA, when
+ * libkvcuda.so cannot be loaded, or when the runtime finds none). The first
+ * call loads the library (kernels/cuda_loader.c). */
 int kn_cuda_device_count(void);
 /* Human-readable reason when kn_cuda_device_count() is 0. */
 const char *kn_cuda_unavailable_reason(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* KERNELS_KN_H */

@@ -4,7 +4,7 @@
 #   sh tests/fuzz/run.sh [SECONDS]      (default 60 per target)
 #
 # Each tests/fuzz/fuzz_<name>.c is linked with all engine/*.c except
-# engine/*_main.c, kernels/cpu/*.c and kernels/cuda_stub.c (whichever exist),
+# engine/*_main.c, kernels/cpu/*.c and kernels/cuda_loader.c (built as CUDA=0),
 # plus an archive of worker/*.c (except *_main.c) and submit/sweep*.c (the
 # job codec, msgpack guard and sweep parser; as an archive, a target pulls in
 # only the members it uses, so the Redis code is not linked into a parser
@@ -31,7 +31,7 @@ mkdir -p "$OUT/obj" "$OUT/corpus" "$OUT/artifacts" "$OUT/logs"
 
 # Library objects: compiled once per run (instrumented), shared by all targets.
 OBJS=""
-for src in engine/*.c kernels/cpu/*.c kernels/cuda_stub.c; do
+for src in engine/*.c kernels/cpu/*.c kernels/cuda_loader.c; do
     [ -f "$src" ] || continue
     case "$src" in *_main.c) continue ;; esac
     obj="$OUT/obj/$(echo "$src" | tr '/' '_' | sed 's/\.c$/.o/')"

@@ -1,0 +1,34 @@
+/* pointwise.cu — the elementwise ops: exact-erf GELU in place (HF's
+ * "gelu"; Pythia was trained with the tanh form, but HF logits use erf,
+ * ../shared/docs/gpt-neox.md trap 5) and the parallel-residual add
+ * y += a + b. Grid-stride loops sized by kn_grid. erff is CUDA's accurate
+ * erf (2 ulp), not a fast-math approximation; add2 adds in the CPU's order,
+ * (a + b) then y + that, so it matches kn_add2 bit for bit. Faster: fuse
+ * GELU into the fc1 GEMM epilogue and add2 into fc2's (cuBLASLt). */
+#include "impl.cuh"
+
+static __global__ void gelu_kernel(float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float v = x[i];
+        x[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752440f));
+    }
+}
+
+static __global__ void add2_kernel(float *y, const float *a, const float *b, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += b ? a[i] + b[i] : a[i];
+}
+
+extern "C" kn_status kn_cuda_gelu(kn_cuda_ctx *c, float *x, size_t n) {
+    if (n == 0) return KN_OK;
+    gelu_kernel<<<kn_grid(c, n, 256), 256, 0, c->stream>>>(x, n);
+    KN_LAUNCHED(c, "gelu_kernel");
+    return KN_OK;
+}
+
+extern "C" kn_status kn_cuda_add2(kn_cuda_ctx *c, float *y, const float *a, const float *b, size_t n) {
+    if (n == 0) return KN_OK;
+    add2_kernel<<<kn_grid(c, n, 256), 256, 0, c->stream>>>(y, a, b, n);
+    KN_LAUNCHED(c, "add2_kernel");
+    return KN_OK;
+}
