@@ -76,6 +76,7 @@ eng_status eng_state_rollback(eng_state *s, int n) {
         return ENG_ERR_INVAL;
     }
     s->n_past -= n;
+    if (s->policy) eng_policy_cache_changed(s->policy);
     return ENG_OK;
 }
 

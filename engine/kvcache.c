@@ -11,7 +11,7 @@ eng_status eng_kvcache_init(eng_kvcache *kv, int n_layer, int n_head, int head_d
     size_t n_kv = (size_t)n_layer * n_head * cap * head_dim;
     size_t n_pos = (size_t)n_layer * n_head * cap;
     size_t n_cnt = (size_t)n_layer * n_head;
-    size_t bytes = 2 * n_kv * sizeof(float) + n_pos * sizeof(int32_t) + n_cnt * sizeof(int32_t);
+    size_t bytes = 2 * n_kv * sizeof(float) + n_pos * sizeof(int32_t) + (n_cnt + (size_t)n_layer) * sizeof(int32_t);
     char *mem = eng_alloc(bytes);
     if (!mem) return ENG_ERR_NOMEM;
     kv->n_layer = n_layer;
@@ -23,8 +23,9 @@ eng_status eng_kvcache_init(eng_kvcache *kv, int n_layer, int n_head, int head_d
     kv->v = kv->k + n_kv;
     kv->pos = (int32_t *)(kv->v + n_kv);
     kv->n = kv->pos + n_pos;
+    kv->base = kv->n + n_cnt;
     kv->bytes = 2 * n_kv * sizeof(float);
-    memset(kv->n, 0, n_cnt * sizeof(int32_t));
+    memset(kv->n, 0, (n_cnt + (size_t)n_layer) * sizeof(int32_t));
     return ENG_OK;
 }
 
@@ -35,7 +36,7 @@ void eng_kvcache_free(eng_kvcache *kv) {
 }
 
 void eng_kvcache_clear(eng_kvcache *kv) {
-    if (kv->n) memset(kv->n, 0, (size_t)kv->n_layer * kv->n_head * sizeof(int32_t));
+    if (kv->n) memset(kv->n, 0, (size_t)kv->n_layer * (kv->n_head + 1) * sizeof(int32_t));   // counts and bases
 }
 
 eng_status eng_kvcache_truncate(eng_kvcache *kv, int n_drop) {

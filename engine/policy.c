@@ -240,7 +240,7 @@ eng_status eng_state_set_policy(eng_state *s, eng_policy *p) {
     size_t w = f & POL_AT_PREFILL ? (size_t)p->window : 0;
     size_t nf[] = {
         f & POL_NEEDS_PROBS ? NH * B * cap : 0,
-        p->pos_shift ? NH * cap * D : 0,
+        p->pos_shift ? (f & POL_SLIDE ? L : 1) * NH * cap * D : 0,
         p->pos_shift ? cap * R2 : 0,
         p->pos_shift ? cap * R2 : 0,
         f & POL_SLOT_SCORES ? L * NH * cap : 0,
@@ -250,8 +250,9 @@ eng_status eng_state_set_policy(eng_state *s, eng_policy *p) {
         w * C,
     };
     float **fp[] = {&p->probs, &p->kshift, &p->sh_cos, &p->sh_sin, &p->score, &p->tmp, &p->winq, &p->wprobs, &p->wout};
-    size_t ni[] = {cap, cap, NH * w, L, f & POL_SLOT_IDS ? L * NH * cap : 0, f & POL_SLOT_IDS ? L * NH : 0};
-    int32_t **ip[] = {&p->keep, &p->ord, &p->wvis, &p->wn, &p->ids, &p->n_sep};
+    size_t persist = p->pos_shift && (f & POL_SLIDE) ? L * NH : 0;
+    size_t ni[] = {cap, cap, NH * w, L, f & POL_SLOT_IDS ? L * NH * cap : 0, f & POL_SLOT_IDS ? L * NH : 0, persist, persist};
+    int32_t **ip[] = {&p->keep, &p->ord, &p->wvis, &p->wn, &p->ids, &p->n_sep, &p->rv0, &p->rv1};
     size_t total = 0;
     for (size_t i = 0; i < sizeof nf / sizeof nf[0]; i++) total += nf[i];
     for (size_t i = 0; i < sizeof ni / sizeof ni[0]; i++) total += ni[i];
@@ -287,6 +288,7 @@ eng_status eng_state_set_policy(eng_state *s, eng_policy *p) {
     p->n_batch = (int)B;
     p->steps = p->last_evict = 0;
     s->policy = p;
+    pol_shift_invalidate(p, -1);
     return ENG_OK;
 }
 
@@ -299,18 +301,54 @@ void eng_policy_unbind(eng_policy *p) {
 
 int32_t *pol_held(const eng_policy *p, int l) { return eng_kvcache_n(&p->st->kv, l); }
 
+int pol_shift_persistent(const eng_policy *p) { return p->pos_shift && (p->ops->flags & POL_SLIDE); }
+
+void pol_shift_invalidate(eng_policy *p, int l) {
+    if (!p->rv0) return;
+    size_t NH = (size_t)p->cfg.n_head, a = l < 0 ? 0 : (size_t)l * NH, n = l < 0 ? (size_t)p->cfg.n_layer * NH : NH;
+    memset(p->rv0 + a, 0, n * sizeof(int32_t));
+    memset(p->rv1 + a, 0, n * sizeof(int32_t));
+}
+
+void eng_policy_cache_changed(eng_policy *p) { pol_shift_invalidate(p, -1); }
+
+/* Rotate rows [j0, j1) of head h of layer l into kshift at their row index
+ * behind the base: key j at position base + j (sliding) or j. */
+static void shift_rows(eng_policy *p, int l, int h, int j0, int j1, float *dst_layer, int base) {
+    const eng_kvcache *kv = &p->st->kv;
+    int D = kv->head_dim, R2 = p->cfg.n_rot / 2;
+    if (j1 <= j0) return;
+    size_t at = ((size_t)h * kv->cap + j0) * D;
+    float *dst = dst_layer + at;
+    memcpy(dst, eng_kvcache_k(kv, l) + at, (size_t)(j1 - j0) * D * sizeof(float));
+    kn_rope(dst, j1 - j0, 1, D, (size_t)D, p->cfg.n_rot, p->sh_cos + (size_t)(base + j0) * R2,
+            p->sh_sin + (size_t)(base + j0) * R2);
+}
+
 const float *pol_keys(eng_policy *p, int l) {
     const eng_kvcache *kv = &p->st->kv;
     float *K = eng_kvcache_k(kv, l);
     if (!p->pos_shift) return K;
     int NH = kv->n_head, D = kv->head_dim, cap = kv->cap;
     const int32_t *n = pol_held(p, l);
-    for (int h = 0; h < NH; h++) {
-        float *dst = p->kshift + (size_t)h * cap * D;
-        memcpy(dst, K + (size_t)h * cap * D, (size_t)n[h] * D * sizeof(float));
-        kn_rope(dst, n[h], 1, D, (size_t)D, p->cfg.n_rot, p->sh_cos, p->sh_sin);   // key j at position j
+    if (!pol_shift_persistent(p)) {
+        for (int h = 0; h < NH; h++) shift_rows(p, l, h, 0, n[h], p->kshift, 0);   // key j at position j
+        return p->kshift;
     }
-    return p->kshift;
+    // sliding: key j sits at row base + j and is rotated by that row index, which moves only when
+    // the row moves (sinks after a slide, every row after a rebase): only those rows are redone
+    int base = kv->base[l];
+    float *dst = p->kshift + ((size_t)l * NH * cap + (size_t)base) * D;
+    for (int h = 0; h < NH; h++) {
+        int32_t *v0 = &p->rv0[l * NH + h], *v1 = &p->rv1[l * NH + h];
+        if (*v1 > n[h]) *v1 = n[h];
+        if (*v0 > *v1) *v0 = *v1 = 0;
+        shift_rows(p, l, h, 0, *v0, dst, base);
+        shift_rows(p, l, h, *v1, n[h], dst, base);
+        *v0 = 0;
+        *v1 = n[h];
+    }
+    return dst;
 }
 
 void pol_compact(eng_policy *p, int l, int h, const int32_t *keep, int k) {
@@ -344,6 +382,7 @@ void eng_policy_call_begin(eng_policy *p) {
         if (p->wn) memset(p->wn, 0, (size_t)p->cfg.n_layer * sizeof(int32_t));
         if (p->n_sep) memset(p->n_sep, 0, (size_t)p->cfg.n_layer * p->cfg.n_head * sizeof(int32_t));
         memset(p->lbudget, 0xff, (size_t)p->cfg.n_layer * sizeof(int32_t));   // -1: the policy's default
+        pol_shift_invalidate(p, -1);
         if (p->store && p->store->reset) p->store->reset(p);
     }
 }
@@ -373,11 +412,79 @@ int eng_policy_room(const eng_policy *p) {
     return p->cap - most;
 }
 
+/* Rows [0, rows) of head h of layer l, physical row `from` -> `to` (K and V). */
+static void move_rows(eng_policy *p, int l, int h, int from, int to, int rows) {
+    eng_kvcache *kv = &p->st->kv;
+    size_t D = (size_t)kv->head_dim, at = ((size_t)l * kv->n_head + h) * kv->cap;
+    memmove(kv->k + (at + to) * D, kv->k + (at + from) * D, (size_t)rows * D * sizeof(float));
+    memmove(kv->v + (at + to) * D, kv->v + (at + from) * D, (size_t)rows * D * sizeof(float));
+}
+
+/* The slots keep[0..k) of n as [0, a) ∪ [a + d, n) with d > 0: 1 and *a, *d. */
+static int slide_shape(const int32_t *keep, int k, int n, int *a, int *d) {
+    int i = 0;
+    while (i < k && keep[i] == i) i++;
+    if (i == k || keep[k - 1] != n - 1 || keep[i] - i != n - k) return 0;
+    for (int j = i + 1; j < k; j++)
+        if (keep[j] != keep[j - 1] + 1) return 0;
+    *a = i;
+    *d = n - k;
+    return 1;
+}
+
+/* Sliding compaction of layer l (POL_SLIDE): each head keeps [0, a) and its
+ * tail; the a prefix rows move up by d and the base advances by d, so the
+ * tail stays where it is (O(a) rows instead of O(n)). Per-slot metadata
+ * (positions, scores, ids) is compacted as usual. A head whose kept set is
+ * not of that shape (none, for the POL_SLIDE families) is compacted and
+ * then moved up by d. Before the chunk's T rows would not fit behind the
+ * base, every head moves back to row 0. */
+static void evict_sliding(eng_policy *p, int l, int T) {
+    eng_kvcache *kv = &p->st->kv;
+    int NH = p->cfg.n_head, d = -1, most = 0;
+    int32_t *n = pol_held(p, l);
+    for (int h = 0; h < NH; h++) {
+        int k = p->ops->target(p, l, h, n[h]), a, dh, got = n[h];
+        if (k < n[h]) got = p->ops->select(p, l, h, n[h], k, p->keep);
+        int shaped = got < n[h] && slide_shape(p->keep, got, n[h], &a, &dh);
+        if (d < 0) d = shaped ? dh : 0;
+        if (shaped && dh == d) {
+            move_rows(p, l, h, kv->base[l], kv->base[l] + d, a);
+            if (p->rv0) {   // the tail keeps its rows (and rotations); the moved sinks are redone
+                int32_t *v0 = &p->rv0[l * NH + h], *v1 = &p->rv1[l * NH + h];
+                if (*v0 <= a + d && *v1 > a + d) *v0 = a, *v1 -= d;
+                else *v0 = *v1 = 0;
+            }
+            // metadata only: pol_compact would also move K/V, so do its bookkeeping by hand
+            int32_t *pos = eng_kvcache_pos(kv, l, h);
+            float *sc = p->score ? p->score + ((size_t)l * NH + h) * p->cap : NULL;
+            int32_t *id = p->ids ? p->ids + ((size_t)l * NH + h) * p->cap : NULL;
+            memmove(pos + a, pos + a + d, (size_t)(got - a) * sizeof(int32_t));
+            if (sc) memmove(sc + a, sc + a + d, (size_t)(got - a) * sizeof(float));
+            if (id) memmove(id + a, id + a + d, (size_t)(got - a) * sizeof(int32_t));
+            p->evictions += n[h] - got;
+            n[h] = got;
+        } else {
+            if (got < n[h]) pol_compact(p, l, h, p->keep, got);
+            if (d > 0) move_rows(p, l, h, kv->base[l], kv->base[l] + d, n[h]);
+            if (p->rv0 && (got < n[h] || d > 0)) p->rv0[l * NH + h] = p->rv1[l * NH + h] = 0;
+        }
+        if (n[h] > most) most = n[h];
+    }
+    if (d > 0) kv->base[l] += d;
+    if (kv->base[l] + most + T > kv->cap) {   // rows back to 0 before the chunk runs out of room
+        for (int h = 0; h < NH; h++) move_rows(p, l, h, kv->base[l], 0, n[h]);
+        kv->base[l] = 0;
+        pol_shift_invalidate(p, l);
+    }
+}
+
 void eng_policy_layer_evict(eng_policy *p, int l, int T) {
     int NH = p->cfg.n_head, cap = p->cap;
     int32_t *n = pol_held(p, l);
+    if (p->ops->flags & POL_SLIDE) evict_sliding(p, l, T);
     for (int h = 0; h < NH; h++) {
-        int k = p->ops->target(p, l, h, n[h]);
+        int k = p->ops->flags & POL_SLIDE ? n[h] : p->ops->target(p, l, h, n[h]);
         if (k < n[h]) {
             int got = p->ops->select(p, l, h, n[h], k, p->keep);
             pol_compact(p, l, h, p->keep, got);
@@ -405,10 +512,12 @@ int eng_policy_rope_qk(eng_policy *p, int l, int T) {
     int R2 = c->n_rot / 2, D = c->head_dim;
     size_t stride = 3 * (size_t)c->n_embd;
     const int32_t *n = pol_held(p, l);
-    // query t of head h sits at cache index n[h] + t; keys stay un-rotated in the cache
+    // query t of head h sits at cache index n[h] + t (+ the sliding base, like its keys); keys stay
+    // un-rotated in the cache
+    int base = p->st->kv.base[l];
     for (int h = 0; h < c->n_head; h++)
-        kn_rope(p->st->qkv + (size_t)h * D, T, 1, D, stride, c->n_rot, p->sh_cos + (size_t)n[h] * R2,
-                p->sh_sin + (size_t)n[h] * R2);
+        kn_rope(p->st->qkv + (size_t)h * D, T, 1, D, stride, c->n_rot, p->sh_cos + (size_t)(base + n[h]) * R2,
+                p->sh_sin + (size_t)(base + n[h]) * R2);
     return 1;
 }
 

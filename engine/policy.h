@@ -123,5 +123,7 @@ float *eng_policy_probs(eng_policy *p);
 int eng_policy_attend(eng_policy *p, int l, int T);
 void eng_policy_layer_observe(eng_policy *p, int l, int T);
 void eng_policy_step_end(eng_policy *p, int T, int last_chunk);
+/* The cache lost its last slots (eng_state_rollback) or was restored (marks). */
+void eng_policy_cache_changed(eng_policy *p);
 
 #endif /* ENGINE_POLICY_H */

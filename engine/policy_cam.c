@@ -88,5 +88,5 @@ static int cam_select(eng_policy *p, int l, int h, int n, int k, int32_t *keep) 
     return pol_select_sink_recent(n, p->sink, p->recent, keep);
 }
 
-const pol_ops pol_ops_cam = {"cam", POL_BOUNDED | POL_NEEDS_PROBS | POL_SLOT_SCORES, cam_parse, cam_capacity,
+const pol_ops pol_ops_cam = {"cam", POL_BOUNDED | POL_NEEDS_PROBS | POL_SLOT_SCORES | POL_SLIDE, cam_parse, cam_capacity,
                              cam_target, cam_select, pol_observe_acc, NULL};

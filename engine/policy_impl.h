@@ -22,6 +22,8 @@ enum {
     POL_BOUNDED = 4,       /* never holds more than capacity(): chunks are split to fit */
     POL_SLOT_SCORES = 8,   /* keeps a float score per (layer, head, slot), compacted with the cache */
     POL_SLOT_IDS = 16,     /* keeps the token id of every (layer, head, slot), compacted with the cache */
+    POL_SLIDE = 32,        /* keeps [0, a) ∪ a contiguous tail, alike in every head: compaction slides
+                              the layer's base (kvcache.h) instead of moving the tail */
 };
 
 typedef struct pol_ops {
@@ -87,7 +89,9 @@ struct eng_policy {
     int cap, n_batch;
     void *work;               /* the single working allocation */
     float *probs;             /* (NH, B, cap)   attention probabilities of the chunk */
-    float *kshift;            /* (NH, cap, D)   keys rotated by cache index (pos=shift) */
+    float *kshift;            /* (NH, cap, D)   keys rotated by cache index (pos=shift); sliding
+                                 policies: (L, NH, cap, D), persistent, same rows as the cache */
+    int32_t *rv0, *rv1;       /* (L, NH)        sliding pos=shift: rows [rv0, rv1) of kshift are current */
     float *sh_cos, *sh_sin;   /* (cap, R/2)     RoPE tables for positions 0..cap-1 */
     float *score;             /* (L, NH, cap)   per-slot scores (POL_SLOT_SCORES) */
     float *tmp;               /* (2, cap)       selection scratch */
@@ -158,6 +162,10 @@ int32_t *pol_held(const eng_policy *p, int l);   /* (NH) slots held per head of 
 const float *pol_keys(eng_policy *p, int l);
 /* Compact head h of layer l to keep[0..k) (ascending); per-slot scores too. */
 void pol_compact(eng_policy *p, int l, int h, const int32_t *keep, int k);
+/* 1 when pos=shift keys are kept rotated across steps (a POL_SLIDE family) */
+int pol_shift_persistent(const eng_policy *p);
+/* Forget the persistent rotated keys of layer l (-1: every layer). */
+void pol_shift_invalidate(eng_policy *p, int l);
 
 /* ---- pure selection helpers (policy.c) ----
  * Ranking: a higher score ranks first; equal scores rank the lower (older)

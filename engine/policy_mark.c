@@ -21,6 +21,7 @@ struct eng_state_mark {
     float *k, *v;          /* (L, NH, cap, D) */
     int32_t *pos;          /* (L, NH, cap) */
     int32_t *n;            /* (L, NH) */
+    int32_t *base;         /* (L) the layers' sliding bases (kvcache.h) */
     float *score;          /* (L, NH, cap) or NULL */
     int32_t *ids;          /* (L, NH, cap) or NULL */
     int32_t *n_sep;        /* (L, NH) or NULL */
@@ -51,8 +52,9 @@ eng_status eng_state_mark_init(eng_state_mark **out, const eng_state *s, char *e
     m->v = eng_alloc(L * NH * cap * D * sizeof(float));
     m->pos = eng_alloc(L * NH * cap * sizeof(int32_t));
     m->n = eng_alloc(L * NH * sizeof(int32_t));
+    m->base = eng_alloc(L * sizeof(int32_t));
     m->layer_sum = eng_alloc(L * sizeof(double));
-    if (!m->k || !m->v || !m->pos || !m->n || !m->layer_sum) goto nomem;
+    if (!m->k || !m->v || !m->pos || !m->n || !m->base || !m->layer_sum) goto nomem;
     if (p && p->score && !(m->score = eng_alloc(L * NH * cap * sizeof(float)))) goto nomem;
     if (p && p->ids && !(m->ids = eng_alloc(L * NH * cap * sizeof(int32_t)))) goto nomem;
     if (p && p->n_sep && !(m->n_sep = eng_alloc(L * NH * sizeof(int32_t)))) goto nomem;
@@ -74,6 +76,7 @@ void eng_state_mark_free(eng_state_mark *m) {
     eng_free(m->v);
     eng_free(m->pos);
     eng_free(m->n);
+    eng_free(m->base);
     eng_free(m->score);
     eng_free(m->ids);
     eng_free(m->n_sep);
@@ -115,6 +118,7 @@ static void save_layers(eng_state_mark *m, const eng_state *s, int l0, int l1) {
     const eng_policy *p = s->policy;
     size_t a = (size_t)l0 * m->NH, n = (size_t)(l1 - l0) * m->NH;
     memcpy(m->n + a, s->kv.n + a, n * sizeof(int32_t));
+    memcpy(m->base + l0, s->kv.base + l0, (size_t)(l1 - l0) * sizeof(int32_t));
     copy_slots(m, w, p, 1, l0, l1);
     if (m->n_sep) memcpy(m->n_sep + a, p->n_sep + a, n * sizeof(int32_t));
     for (int l = l0; m->store && l < l1; l++) p->store->layer_copy((eng_policy *)p, l, m->store + l * m->store_lb, 1);
@@ -176,9 +180,11 @@ eng_status eng_state_mark_restore(eng_state_mark *m, eng_state *s) {
     eng_policy *p = s->policy;
     size_t LH = (size_t)m->L * m->NH;
     memcpy(s->kv.n, m->n, LH * sizeof(int32_t));
+    memcpy(s->kv.base, m->base, (size_t)m->L * sizeof(int32_t));   // before the rows: they go back behind it
     copy_slots(m, s, p, 0, 0, m->L);
     s->n_past = m->saved_past;
     if (!p) return ENG_OK;
+    eng_policy_cache_changed(p);
     if (m->n_sep) memcpy(p->n_sep, m->n_sep, LH * sizeof(int32_t));
     for (int l = 0; m->store && l < m->L; l++) p->store->layer_copy(p, l, m->store + l * m->store_lb, 0);
     memcpy(p->layer_sum, m->layer_sum, (size_t)m->L * sizeof(double));

@@ -63,6 +63,6 @@ static int sr_select(eng_policy *p, int l, int h, int n, int k, int32_t *keep) {
     return pol_select_sink_recent(n, p->sink, p->recent, keep);
 }
 
-const pol_ops pol_ops_window = {"window", POL_BOUNDED, window_parse, sr_capacity, sr_target, sr_select, NULL, NULL};
-const pol_ops pol_ops_streaming = {"streaming", POL_BOUNDED, streaming_parse, sr_capacity, sr_target, sr_select,
+const pol_ops pol_ops_window = {"window", POL_BOUNDED | POL_SLIDE, window_parse, sr_capacity, sr_target, sr_select, NULL, NULL};
+const pol_ops pol_ops_streaming = {"streaming", POL_BOUNDED | POL_SLIDE, streaming_parse, sr_capacity, sr_target, sr_select,
                                    NULL, NULL};

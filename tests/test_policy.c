@@ -216,7 +216,10 @@ static void snap_take(snapshot *z, const eng_state *s, const eng_policy *p) {
     }
     memcpy(z->n, kv->n, LH * sizeof(int32_t));
     memcpy(z->pos, kv->pos, slots * sizeof(int32_t));
-    memcpy(z->key, kv->k, slots * z->D * sizeof(float));
+    for (int l = 0; l < z->L; l++)   // through the accessor: a sliding layer's slot 0 is base rows in
+        for (int h = 0; h < z->NH; h++)
+            memcpy(z->key + ((size_t)l * z->NH + h) * z->cap * z->D, eng_kvcache_k(kv, l) + (size_t)h * z->cap * z->D,
+                   (size_t)eng_kvcache_n(kv, l)[h] * z->D * sizeof(float));
     if (p->score) memcpy(z->score, p->score, slots * sizeof(float));
 }
 

@@ -5,7 +5,14 @@
  * `recent` kept, keys rotated by cache index, the query at the cache
  * length). Fixtures: tests/data/streaming/<model>/, written by
  * ops/golden/make_streaming_golden.py (which first checks its token-by-token
- * loop against HF's ordinary forward). */
+ * loop against HF's ordinary forward).
+ *
+ * And the sliding cache (kvcache.h "Sliding", policy.c evict_sliding):
+ * streaming keeps the same slots as h2o with heavy = 0, which compacts the
+ * ordinary way, so their logits must be bit-identical under pos=original
+ * and equal to rounding under pos=shift (streaming's persistent rotations
+ * use row indices behind the base), while streaming's bases really move and
+ * really come back to 0. */
 #include <CUnit/Basic.h>
 #include <math.h>
 #include <stdio.h>
@@ -65,10 +72,53 @@ static void test_hf_golden(void) {
     eng_model_free(m);
 }
 
+static void test_sliding_equals_compaction(void) {
+    char err[1024];
+    eng_model *m = NULL;
+    eng_load_opts o = {.keep_16bit = 0};
+    CU_ASSERT_FATAL(eng_model_load_ex(&m, tu_data("models/m64-f32"), &o, err, sizeof err) == ENG_OK);
+    int32_t ids[256];
+    int n = tu_read_ids("streaming/m64-f32/ids.txt", ids, 256), V = m->cfg.n_vocab;
+    CU_ASSERT_FATAL(n >= 64);
+    const char *pairs[][2] = {{"streaming:sink=3,recent=9,pos=original", "h2o:sink=3,heavy=0,recent=9,pos=original"},
+                              {"streaming:sink=3,recent=9,pos=shift", "h2o:sink=3,heavy=0,recent=9,pos=shift"},
+                              {"window:recent=7", "h2o:sink=0,heavy=0,recent=7"}};
+    float *a = malloc((size_t)V * sizeof(float)), *b = malloc((size_t)V * sizeof(float));
+    for (int i = 0; i < 3; i++) {
+        eng_policy *pa = tu_policy(m, pairs[i][0]), *pb = tu_policy(m, pairs[i][1]);
+        int steps = 3 * n;   // the ids three times: well past one trip of the base through the slack
+        eng_state *sa = pa ? tu_state(m, pa, steps, 8) : NULL, *sb = pb ? tu_state(m, pb, steps, 8) : NULL;
+        CU_ASSERT_FATAL(sa && sb);
+        double worst = 0;
+        int slid = 0, rebased = 0, prev = 0;
+        for (int t = 0; t < steps; t++) {
+            const int32_t *id = ids + t % n;
+            CU_ASSERT_FATAL(eng_forward(sa, id, 1, a, 0) == ENG_OK && eng_forward(sb, id, 1, b, 0) == ENG_OK);
+            for (int v = 0; v < V; v++) worst = fmax(worst, fabs((double)a[v] - b[v]));
+            int base = sa->kv.base[1];
+            slid |= base > 0;
+            rebased |= base < prev;
+            prev = base;
+            CU_ASSERT(sb->kv.base[1] == 0);
+        }
+        printf("\n    %-40s vs %-42s max |dlogit| %.3g", pairs[i][0], pairs[i][1], worst);
+        CU_ASSERT(slid && rebased);
+        CU_ASSERT(i == 1 ? worst <= 1e-4 : worst == 0.0);
+        eng_state_free(sa);
+        eng_state_free(sb);
+        eng_policy_free(pa);
+        eng_policy_free(pb);
+    }
+    free(a);
+    free(b);
+    eng_model_free(m);
+}
+
 int main(void) {
     kn_set_threads(2);
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("streaming_golden", NULL, NULL);
     CU_add_test(s, "streaming pos=shift == HF transformers under StreamingLLM's rule", test_hf_golden);
+    CU_add_test(s, "sliding cache == ordinary compaction (bases move and come back)", test_sliding_equals_compaction);
     return tu_run();
 }
