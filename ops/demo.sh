@@ -14,7 +14,9 @@
 #      prompt, and decode speed), runs one CPU kvworker until the sweep
 #      drains, and prints the comparison views of results.db with sqlite3;
 #   5. stops everything it started, by PID.
-# DEMO_DIR=path keeps the work directory (results.db, logs) there.
+# DEMO_DIR=path keeps the work directory (results.db, logs) there;
+# DEMO_SWEEP=file submits another sweep of the same model and text (e.g.
+# examples/policies-sweep.json: every policy, PPL and passkey).
 set -eu
 build=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,7 +72,9 @@ echo "demo: model kvtiny (trained tiny Pythia-architecture model, ops/train-tiny
 worker_pid=$!
 echo "demo: kvworker pid $worker_pid (log $work/worker.log)"
 rc=0
-"$build/kvsubmit" examples/demo-sweep.json --db "$work/results.db" || rc=$?
+sweep=${DEMO_SWEEP:-examples/demo-sweep.json}
+sweep_name=$(sed -n 's/^ *"sweep": *"\([^"]*\)".*/\1/p' "$sweep" | head -n 1)
+"$build/kvsubmit" "$sweep" --db "$work/results.db" || rc=$?
 kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null
 worker_pid=""
 
@@ -89,8 +93,16 @@ sqlite3 -header -column "$work/results.db" \
     "SELECT policy, coalesce(params_label, '') AS params, printf('%.2f', tpot_ms) AS tpot_ms,
             printf('%.2f', speedup) AS speedup, cache_tokens_max AS cache_max
      FROM v_vs_full WHERE task = 'speed' ORDER BY speedup DESC;"
+if [ "$(sqlite3 "$work/results.db" "SELECT count(*) FROM v_results WHERE task = 'passkey'")" != 0 ]; then
+    echo
+    echo "== passkey retrieval (accuracy over the trials, per needle depth)"
+    sqlite3 -header -column "$work/results.db" \
+        "SELECT policy, coalesce(params_label, '') AS params, json_extract(task_params_json, '$.depth') AS depth,
+                printf('%.2f', accuracy) AS accuracy, printf('%.0f', cache_tokens_mean) AS cache_mean
+         FROM v_results WHERE task = 'passkey' ORDER BY policy, params, depth;"
+fi
 if command -v gnuplot > /dev/null 2>&1; then
-    sh ops/plot.sh "$work/results.db" "$work/policies.png" demo > /dev/null && echo "demo: plot $work/policies.png"
+    sh ops/plot.sh "$work/results.db" "$work/policies.png" "$sweep_name" > /dev/null && echo "demo: plot $work/policies.png"
 fi
 [ -n "${DEMO_DIR:-}" ] && echo "demo: results kept in $work/results.db"
 exit $rc

@@ -47,8 +47,17 @@ sqlite3 -separator '	' "$db" "
 n=$(wc -l < "$tmp/rows.tsv")
 [ "$n" -gt 0 ] || { echo "plot.sh: no ppl results with a full-cache baseline in $db" >&2; exit 1; }
 h=$((220 + 28 * n))
+# the speed points (and their x2 axis) only when the sweep has speed results
+if awk -F'\t' '$4 > 0 { found = 1 } END { exit !found }' "$tmp/rows.tsv"; then
+    x2='set x2label "decode tokens/s relative to full (points)"
+set x2tics'
+    speed=', "" using ($4 > 0 ? $4 : 1/0):0 axes x2y1 with points pt 7 ps 1.2 lc rgb "black" title "speedup"'
+else
+    x2=''
+    speed=''
+fi
 cat > "$tmp/p.gp" <<EOF
-set terminal pngcairo size 1100,$h font "sans,10"
+set terminal pngcairo size 1400,$h font "sans,10"
 set output "$out"
 set datafile separator "\t"
 set title "PPL relative to the full cache (bars; label: mean cache tokens, ppl) and decode speed vs full"
@@ -56,14 +65,12 @@ set style fill solid 0.7 border -1
 set yrange [-0.7:$n - 0.3]
 set ytics nomirror
 set xlabel "ppl / ppl(full)   (1.0 = as good as the full cache)"
-set x2label "decode tokens/s relative to full (points)"
-set x2tics
+$x2
 set grid xtics
 set key bottom right
 set offsets 0, 0.35, 0, 0
 plot "$tmp/rows.tsv" using (\$2/2):0:(0):(\$2):(\$0-0.35):(\$0+0.35):ytic(1) with boxxyerror title "ppl ratio", \
-     "" using 2:0:(sprintf(" %d tok, ppl %.2f", \$3, \$5)) with labels left offset 0.5,0 notitle, \
-     "" using (\$4 > 0 ? \$4 : 1/0):0 axes x2y1 with points pt 7 ps 1.2 lc rgb "black" title "speedup"
+     "" using 2:0:(sprintf(" %d tok, ppl %.2f", \$3, \$5)) with labels left offset 0.5,0 notitle $speed
 EOF
 gnuplot "$tmp/p.gp"
 echo "plot.sh: wrote $out ($n rows)"
