@@ -48,7 +48,9 @@ static void test_cam_replay(void) {
     int merged = 0, skipped = 0, bad = 0;
     for (int t = 0; t < 90 && !bad; t++) {
         for (int l = 0; l < L; l++) {
-            memcpy(v0 + (size_t)l * NH * cap * D, eng_kvcache_v(&s->kv, l), (size_t)NH * cap * D * sizeof(float));
+            for (int h = 0; h < NH; h++)   // held rows through the accessor (cam's layers slide, kvcache.h)
+                memcpy(v0 + ((size_t)l * NH + h) * cap * D, eng_kvcache_v(&s->kv, l) + (size_t)h * cap * D,
+                       (size_t)eng_kvcache_n(&s->kv, l)[h] * D * sizeof(float));
             memcpy(n0 + l * NH, eng_kvcache_n(&s->kv, l), (size_t)NH * sizeof(int32_t));
             for (int h = 0; h < NH; h++)
                 memcpy(pos0 + ((size_t)l * NH + h) * cap, eng_kvcache_pos(&s->kv, l, h), (size_t)cap * sizeof(int32_t));
