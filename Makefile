@@ -129,6 +129,21 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_HELP) $(BUILD)/libsubmit.a $(BUILD)/
 	@echo "  LD    $@"
 	$(Q)$(CC) $(LDFLAGS) $^ -lcunit $(SUB_LIBS) $(LDLIBS) -o $@
 
+# The CUDA table's host-memory mock (CPU ops) is linked into the tests that
+# drive engine/forward_gpu.c without a GPU; real binaries never see it.
+# (Its own rule: the mock object must come before the libraries it uses.)
+$(BUILD)/tests/test_forward_gpu: $(BUILD)/tests/test_forward_gpu.o $(BUILD)/tests/cuda_mock.o $(TEST_HELP) \
+		$(BUILD)/libsubmit.a $(BUILD)/libkvq.a $(LIBS)
+	@echo "  LD    $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -lcunit $(SUB_LIBS) $(LDLIBS) -o $@
+
+# The same mock as a stand-in libkvcuda.so (KV_CUDA_LIB=...): lets
+# tests/test_cli.sh run `kvrun --gpu 0` end to end without a GPU.
+all: $(BUILD)/tests/libkvcuda_mock.so
+$(BUILD)/tests/libkvcuda_mock.so: $(BUILD)/tests/cuda_mock_so.o $(BUILD)/tests/cuda_mock.o $(BUILD)/libkernels.a
+	@echo "  LD    $@"
+	$(Q)$(CC) -shared $(LDFLAGS) $^ -lopenblas -lm -o $@
+
 # Tests find the real tokenizer through KV_TOKENIZER or ../shared/data.
 KV_TOKENIZER ?= $(abspath ../shared/data/pythia-tokenizer.json)
 export KV_TOKENIZER
@@ -140,10 +155,13 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)sh tests/run_all.sh $(BUILD) $(TEST_BIN) $(wildcard tests/test_*.sh)
 
-# The CUDA op tests against the CPU references; fails when no device is
-# usable (plain `make test` prints SKIP for them instead).
+# The CUDA op tests against the CPU references and the device forward pass
+# against the CPU engine; fails when no device is usable (plain `make test`
+# prints SKIP for the device parts instead; test_forward_gpu's mock part
+# always runs).
 test-gpu: all
 	$(Q)KV_REQUIRE_GPU=1 $(BUILD)/tests/test_cuda_ops
+	$(Q)KV_REQUIRE_GPU=1 $(BUILD)/tests/test_forward_gpu
 
 # Same tests under AddressSanitizer + UBSan, in their own build tree.
 asan: deps

@@ -22,6 +22,7 @@
 
 #include "data.h"
 #include "forward.h"
+#include "fwd.h"
 #include "kn.h"
 #include "model.h"
 #include "policy.h"
@@ -258,6 +259,7 @@ typedef struct run_opts {
     const char *model, *tokenizer, *data, *prompt, *prompt_ids, *ids_file, *out;
     const char *draft, *inter, *policy, *draft_policy, *inter_policy;
     long prefill;
+    long gpu;          /* --gpu N, -1: CPU */
     long threads, doc, offset, tokens, chunk, max_new, top_k, seed, batch, gamma, gamma_max;
     int schedule, compare;
     double temperature, top_p;
@@ -267,7 +269,7 @@ typedef struct run_opts {
 enum { O_MODEL = 256, O_TOK, O_DATA, O_PROMPT, O_PROMPT_IDS, O_IDS_FILE, O_OUT, O_THREADS, O_DOC,
        O_OFFSET, O_TOKENS, O_CHUNK, O_MAX_NEW, O_TOP_K, O_SEED, O_TEMP, O_TOP_P, O_JSON, O_IGN_EOS,
        O_PRINT_IDS, O_BATCH, O_WEIGHTS, O_DRAFT, O_INTER, O_GAMMA, O_SCHEDULE, O_GAMMA_MAX, O_COMPARE,
-       O_POLICY, O_PREFILL, O_DRAFT_POLICY, O_INTER_POLICY };
+       O_POLICY, O_PREFILL, O_DRAFT_POLICY, O_INTER_POLICY, O_GPU };
 
 static const struct option g_run_opts[] = {
     {"model", required_argument, 0, O_MODEL}, {"tokenizer", required_argument, 0, O_TOK},
@@ -286,14 +288,14 @@ static const struct option g_run_opts[] = {
     {"gamma-max", required_argument, 0, O_GAMMA_MAX}, {"compare", no_argument, 0, O_COMPARE},
     {"policy", required_argument, 0, O_POLICY}, {"prefill", required_argument, 0, O_PREFILL},
     {"draft-policy", required_argument, 0, O_DRAFT_POLICY}, {"intermediate-policy", required_argument, 0, O_INTER_POLICY},
-    {0, 0, 0, 0}};
+    {"gpu", required_argument, 0, O_GPU}, {0, 0, 0, 0}};
 
 /* Parses the flags shared by logits/ppl/generate; `allowed` lists the
  * option codes this subcommand accepts (others are usage errors). */
 static int parse_run_opts(const char *cmd, int argc, char **argv, run_opts *o, const int *allowed) {
     memset(o, 0, sizeof *o);
     o->threads = 0; o->tokens = -1; o->max_new = 64; o->seed = 0; o->top_p = 1.0; o->batch = 64;
-    o->gamma = 5; o->gamma_max = 0; o->schedule = ENG_SPEC_CONSTANT;
+    o->gamma = 5; o->gamma_max = 0; o->schedule = ENG_SPEC_CONSTANT; o->gpu = -1;
     int c;
     while ((c = getopt_long(argc, argv, "", g_run_opts, NULL)) != -1) {
         int ok = 0;
@@ -335,6 +337,7 @@ static int parse_run_opts(const char *cmd, int argc, char **argv, run_opts *o, c
         case O_DRAFT_POLICY: o->draft_policy = optarg; break;
         case O_INTER_POLICY: o->inter_policy = optarg; break;
         case O_PREFILL: bad = parse_int(optarg, 1, INT32_MAX, &o->prefill); break;
+        case O_GPU: bad = parse_int(optarg, 0, 1024, &o->gpu); break;
         case O_WEIGHTS:
             bad = strcmp(optarg, "auto") && strcmp(optarg, "f32");
             g_weights = optarg;
@@ -347,14 +350,26 @@ static int parse_run_opts(const char *cmd, int argc, char **argv, run_opts *o, c
         }
     }
     if (optind != argc) return usage_error(cmd, "unexpected argument");
+    /* The device runs the full cache only, for now (forward_gpu.h). */
+    if (o->gpu >= 0 && (o->policy || o->draft || o->inter || o->draft_policy || o->inter_policy))
+        return usage_error(cmd, o->policy ? "--policy is not supported with --gpu yet (KV policies run on the CPU only)"
+                                          : "--draft is not supported with --gpu yet (speculative decoding runs on the CPU only)");
     kn_set_threads((int)o->threads);
+    return 0;
+}
+
+/* The forward state on the CPU or on --gpu N; 1 after printing why. */
+static int fwd_open(eng_fwd *f, const run_opts *o, const eng_model *m, int n_ctx, int n_batch) {
+    char err[ERRLEN];
+    if (eng_fwd_init(f, m, (int)o->gpu, n_ctx, n_batch, err, sizeof err) != ENG_OK) return fail("%s%s", err, "");
+    if (f->gpu) fprintf(stderr, "kvrun: --gpu %ld: %s\n", o->gpu, eng_fwd_device(f));
     return 0;
 }
 
 /* ------------------------------------------------------------------ logits */
 
 static int cmd_logits(int argc, char **argv) {
-    static const int allowed[] = {O_MODEL, O_IDS_FILE, O_OUT, O_THREADS, O_BATCH, O_WEIGHTS, 0};
+    static const int allowed[] = {O_MODEL, O_IDS_FILE, O_OUT, O_THREADS, O_BATCH, O_WEIGHTS, O_GPU, 0};
     run_opts o;
     int rc = parse_run_opts("logits", argc, argv, &o, allowed);
     if (rc) return rc;
@@ -363,7 +378,7 @@ static int cmd_logits(int argc, char **argv) {
     eng_buf txt = {0};
     eng_ids ids = {0};
     eng_model *m = NULL;
-    eng_state *s = NULL;
+    eng_fwd s = {0};
     float *logits = NULL;
     FILE *f = fopen(o.ids_file, "rb");
     rc = 1;
@@ -374,12 +389,12 @@ static int cmd_logits(int argc, char **argv) {
     if (parse_ids(txt.v ? txt.v : "", txt.n, &ids, o.ids_file, err)) { fail("%s%s", err, ""); goto done; }
     if (ids.n == 0) { fail("%s: no ids", o.ids_file, ""); goto done; }
     if (load_model(o.model, &m)) goto done;
-    if (eng_state_init(&s, m, (int)ids.n, (int)o.batch, err, sizeof err) != ENG_OK) { fail("%s%s", err, ""); goto done; }
+    if (fwd_open(&s, &o, m, (int)ids.n, (int)o.batch)) goto done;
     size_t V = (size_t)m->cfg.n_vocab;
     logits = eng_alloc(ids.n * V * sizeof(float));
     if (!logits) { fail("out of memory for %s logits", o.ids_file, ""); goto done; }
-    if (eng_forward(s, ids.v, (int)ids.n, logits, 1) != ENG_OK) {
-        fail("%s: %s", o.ids_file, eng_state_errmsg(s));
+    if (eng_fwd_forward(&s, ids.v, (int)ids.n, logits, 1) != ENG_OK) {
+        fail("%s: %s", o.ids_file, eng_fwd_errmsg(&s));
         goto done;
     }
     FILE *w = fopen(o.out, "wb");
@@ -390,7 +405,7 @@ static int cmd_logits(int argc, char **argv) {
     rc = 0;
 done:
     eng_free(logits);
-    eng_state_free(s);
+    eng_fwd_free(&s);
     eng_model_free(m);
     eng_ids_free(&ids);
     eng_buf_free(&txt);
@@ -412,7 +427,7 @@ static int policy_from_spec(const char *flag, const char *spec, const eng_model 
 /* log-softmax of the target under logits(V), in double. */
 static int cmd_ppl(int argc, char **argv) {
     static const int allowed[] = {O_MODEL, O_TOK, O_DATA, O_DOC, O_OFFSET, O_TOKENS, O_CHUNK,
-                                  O_THREADS, O_JSON, O_BATCH, O_WEIGHTS, O_POLICY, O_PREFILL, 0};
+                                  O_THREADS, O_JSON, O_BATCH, O_WEIGHTS, O_POLICY, O_PREFILL, O_GPU, 0};
     run_opts o;
     int rc = parse_run_opts("ppl", argc, argv, &o, allowed);
     if (rc) return rc;
@@ -424,7 +439,7 @@ static int cmd_ppl(int argc, char **argv) {
     eng_dataset *ds = NULL;
     eng_tokenizer *tok = NULL;
     eng_model *m = NULL;
-    eng_state *s = NULL;
+    eng_fwd s = {0};
     eng_ids ids = {0};
     const char *text;
     size_t len;
@@ -455,8 +470,8 @@ static int cmd_ppl(int argc, char **argv) {
     size_t cap = o.chunk ? (size_t)o.chunk : n;
     if (cap > n) cap = n;
     if (pol) cap = (size_t)eng_policy_capacity(pol, (int)n);
-    if (eng_state_init(&s, m, (int)cap, o.chunk || o.prefill ? (int)o.batch : 1, err, sizeof err) != ENG_OK) { fail("%s%s", err, ""); goto done; }
-    if (pol && eng_state_set_policy(s, pol) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
+    if (fwd_open(&s, &o, m, (int)cap, o.chunk || o.prefill ? (int)o.batch : 1)) goto done;
+    if (pol && eng_state_set_policy(s.cpu, pol) != ENG_OK) { fail("%s%s", eng_fwd_errmsg(&s), ""); goto done; }
     if (cap > (size_t)m->cfg.n_ctx_train)
         fprintf(stderr, "kvrun ppl: note: %zu tokens of context exceed the model's max_position_embeddings (%d)\n",
                 cap, m->cfg.n_ctx_train);
@@ -468,7 +483,7 @@ static int cmd_ppl(int argc, char **argv) {
         if (i0) {
             pre_logits = malloc(i0 * (size_t)V * sizeof(float));
             if (!pre_logits) { fail("%s%s", "out of memory for --prefill logits", ""); goto done; }
-            if (eng_forward(s, t, (int)i0, pre_logits, 1) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
+            if (eng_fwd_forward(&s, t, (int)i0, pre_logits, 1) != ENG_OK) { fail("%s%s", eng_fwd_errmsg(&s), ""); goto done; }
             for (size_t k = 0; k < i0; k++) {
                 int ok;
                 nll += eng_token_nll(pre_logits + k * (size_t)V, V, t[k + 1], &ok);
@@ -477,9 +492,9 @@ static int cmd_ppl(int argc, char **argv) {
             }
         }
         for (size_t i = i0; i + 1 < n; i++) {
-            if (eng_forward(s, t + i, 1, s->logits, 0) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
+            if (eng_fwd_forward(&s, t + i, 1, s.logits, 0) != ENG_OK) { fail("%s%s", eng_fwd_errmsg(&s), ""); goto done; }
             int ok;
-            nll += eng_token_nll(s->logits, V, t[i + 1], &ok);
+            nll += eng_token_nll(s.logits, V, t[i + 1], &ok);
             correct += ok;
             scored++;
         }
@@ -487,13 +502,13 @@ static int cmd_ppl(int argc, char **argv) {
         /* chunked baseline: independent windows of `chunk` tokens, fresh cache each */
         for (size_t c0 = 0; c0 + 1 < n; c0 += cap) {
             size_t w = n - c0 < cap ? n - c0 : cap;
-            eng_state_reset(s);
-            for (size_t i = 0; i + 1 < w; i += (size_t)s->n_batch) {
-                int T = (int)((w - 1 - i) < (size_t)s->n_batch ? (w - 1 - i) : (size_t)s->n_batch);
-                if (eng_forward(s, t + c0 + i, T, s->logits, 1) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
+            eng_fwd_reset(&s);
+            for (size_t i = 0; i + 1 < w; i += (size_t)s.n_batch) {
+                int T = (int)((w - 1 - i) < (size_t)s.n_batch ? (w - 1 - i) : (size_t)s.n_batch);
+                if (eng_fwd_forward(&s, t + c0 + i, T, s.logits, 1) != ENG_OK) { fail("%s%s", eng_fwd_errmsg(&s), ""); goto done; }
                 for (int k = 0; k < T; k++) {
                     int ok;
-                    nll += eng_token_nll(s->logits + (size_t)k * V, V, t[c0 + i + k + 1], &ok);
+                    nll += eng_token_nll(s.logits + (size_t)k * V, V, t[c0 + i + k + 1], &ok);
                     correct += ok;
                     scored++;
                 }
@@ -535,7 +550,7 @@ static int cmd_ppl(int argc, char **argv) {
     }
     rc = 0;
 done:
-    eng_state_free(s);
+    eng_fwd_free(&s);
     eng_policy_free(pol);
     free(pre_logits);
     eng_model_free(m);
@@ -551,7 +566,7 @@ static int cmd_generate(int argc, char **argv) {
     static const int allowed[] = {O_MODEL, O_TOK, O_PROMPT, O_PROMPT_IDS, O_MAX_NEW, O_TEMP, O_TOP_K,
                                   O_TOP_P, O_SEED, O_THREADS, O_JSON, O_IGN_EOS, O_PRINT_IDS, O_BATCH, O_WEIGHTS,
                                   O_DRAFT, O_INTER, O_GAMMA, O_SCHEDULE, O_GAMMA_MAX, O_COMPARE, O_POLICY,
-                                  O_DRAFT_POLICY, O_INTER_POLICY, 0};
+                                  O_DRAFT_POLICY, O_INTER_POLICY, O_GPU, 0};
     run_opts o;
     int rc = parse_run_opts("generate", argc, argv, &o, allowed);
     if (rc) return rc;
@@ -564,7 +579,7 @@ static int cmd_generate(int argc, char **argv) {
     char err[ERRLEN] = "", tbuf[1100];
     eng_tokenizer *tok = NULL;
     eng_model *m = NULL, *dm = NULL, *im = NULL;
-    eng_state *s = NULL;
+    eng_fwd s = {0};
     eng_spec *sp = NULL;
     eng_policy *pol[3] = {NULL, NULL, NULL};   /* target, draft, intermediate */
     eng_spec_stats sst;
@@ -612,20 +627,20 @@ static int cmd_generate(int argc, char **argv) {
         goto report;
     }
     if (pol[0]) cap = (size_t)eng_policy_capacity(pol[0], (int)cap);
-    if (eng_state_init(&s, m, (int)cap, (int)o.batch, err, sizeof err) != ENG_OK) { fail("%s%s", err, ""); goto done; }
-    if (pol[0] && eng_state_set_policy(s, pol[0]) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
+    if (fwd_open(&s, &o, m, (int)cap, (int)o.batch)) goto done;
+    if (pol[0] && eng_state_set_policy(s.cpu, pol[0]) != ENG_OK) { fail("%s%s", eng_fwd_errmsg(&s), ""); goto done; }
     if (eng_sampler_init(&smp, m->cfg.n_vocab, (float)o.temperature, (int)o.top_k, (float)o.top_p, (uint64_t)o.seed) != ENG_OK) {
         fail("%s%s", "cannot set up the sampler (bad --temperature/--top-k/--top-p?)", ""); goto done;
     }
     double t0 = now_s(), t_first = 0;
-    if (eng_forward(s, ids.v, (int)n_prompt, s->logits, 0) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
+    if (eng_fwd_forward(&s, ids.v, (int)n_prompt, s.logits, 0) != ENG_OK) { fail("%s%s", eng_fwd_errmsg(&s), ""); goto done; }
     for (; n_new < (size_t)o.max_new; n_new++) {
-        int32_t next = eng_sampler_sample(&smp, s->logits);
+        int32_t next = eng_sampler_sample(&smp, s.logits);
         if (n_new == 0) t_first = now_s();
         if (eng_ids_push(&ids, next) != ENG_OK) { fail("%s%s", "out of memory", ""); goto done; }
         if (!o.ignore_eos && next == m->cfg.eos_id) { n_new++; break; }
         if (n_new + 1 == (size_t)o.max_new) { n_new++; break; }
-        if (eng_forward(s, &next, 1, s->logits, 0) != ENG_OK) { fail("%s%s", eng_state_errmsg(s), ""); goto done; }
+        if (eng_fwd_forward(&s, &next, 1, s.logits, 0) != ENG_OK) { fail("%s%s", eng_fwd_errmsg(&s), ""); goto done; }
     }
     double t_end = now_s();
     ttft = n_new ? t_first - t0 : 0; tpot = n_new > 1 ? (t_end - t_first) / (double)(n_new - 1) : 0;
@@ -689,7 +704,7 @@ report:
     rc = 0;
 done:
     eng_sampler_free(&smp);
-    eng_state_free(s);
+    eng_fwd_free(&s);
     eng_spec_free(sp);
     for (int l = 0; l < 3; l++) eng_policy_free(pol[l]);
     eng_model_free(m);
@@ -751,7 +766,8 @@ static void usage(FILE *f) {
           "               [--policy NAME[:k=v,...]]   speculative decoding; a KV policy per model\n"
           "  random-model --shape pythia-160m --out DIR [--dtype f32|f16|bf16] [--seed S] [--tokenizer PATH]\n"
           "common: --threads N (default: all cores), --tokenizer PATH (default DIR/tokenizer.json, then $KV_TOKENIZER),\n"
-          "        --batch N (prefill chunk, default 64), --weights auto|f32 (keep 16-bit matrices 16-bit, or not)\n",
+          "        --batch N (prefill chunk, default 64), --weights auto|f32 (keep 16-bit matrices 16-bit, or not)\n"
+          "        --gpu N (logits, ppl, generate: run on CUDA device N; full cache, no --policy/--draft yet)\n",
           f);
 }
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "kn.h"
+#include "kn_cuda.h"
 #include "worker.h"
 
 static void usage(FILE *f) {
@@ -27,7 +28,7 @@ static void usage(FILE *f) {
             "\n"
             "  --cpu                run on the CPU (default)\n"
             "  --threads N          CPU threads (default: all cores)\n"
-            "  --gpu N              run on CUDA device N (this build: see the error it prints)\n"
+            "  --gpu N              run on CUDA device N (not yet: exits 2 saying why; kvrun --gpu works)\n"
             "  --redis URL          redis://[[user]:pass@]host[:port][/db] (default $KV_REDIS_URL, then\n"
             "                       redis://127.0.0.1:6379); a non-loopback host requires a password\n"
             "  --models DIR         root that job model names are resolved beneath\n"
@@ -137,14 +138,17 @@ int main(int argc, char **argv) {
         return WK_EXIT_USAGE;
     }
     if (c.gpu >= 0) {
-        int n = kn_cuda_device_count();
-        if (n == 0)
-            fprintf(stderr, "kvworker: --gpu %d: no CUDA device available (%s); use --cpu\n", c.gpu,
+        /* The parent forks every evaluation, and a CUDA context does not
+         * survive fork(): the parent may dlopen libkvcuda.so (kn_cuda_load
+         * runs no CUDA call) but must never probe or touch the device;
+         * that belongs to the evaluation child (engine/fwd.h). */
+        if (!kn_cuda_load())
+            fprintf(stderr, "kvworker: --gpu %d: no CUDA backend (%s); use --cpu\n", c.gpu,
                     kn_cuda_unavailable_reason());
-        else if (c.gpu >= n)
-            fprintf(stderr, "kvworker: --gpu %d: no such device (this machine has %d)\n", c.gpu, n);
         else
-            fprintf(stderr, "kvworker: --gpu %d: the engine has no CUDA backend yet; use --cpu\n", c.gpu);
+            fprintf(stderr, "kvworker: --gpu %d: sweep tasks do not run on the device yet (engine/task.c drives the "
+                            "CPU engine only; `kvrun logits|ppl|generate --gpu N` does run there); use --cpu\n",
+                    c.gpu);
         return WK_EXIT_USAGE;
     }
     if (c.lease_ms <= 2 * c.heartbeat_ms) {

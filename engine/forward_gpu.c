@@ -1,0 +1,367 @@
+/* forward_gpu.c — engine/forward.c on the CUDA backend's table (contract in
+ * forward_gpu.h). Read the two files side by side: layer_forward here is
+ * forward.c's layer_forward with every kn_* call replaced by the table's op
+ * of the same name on device pointers, the KV append done by the kv_append
+ * op instead of host memcpy, and the policy hooks gone (full cache only).
+ *
+ * Setup makes exactly three mem_alloc calls (weights, KV cache, chunk
+ * activations) besides the context's own arena; every host staging buffer
+ * is allocated here too, so a forward call allocates nothing on either side.
+ * Each op's status is checked at once and turned into an engine status with
+ * the op and layer in gs->err, so a failure on a first GPU run says where. */
+#include "forward_gpu.h"
+
+#include <string.h>
+
+#define GPU_ALIGN 256   /* bytes: every carved device buffer starts on this */
+
+static size_t align_up(size_t n) { return (n + GPU_ALIGN - 1) & ~(size_t)(GPU_ALIGN - 1); }
+
+static eng_status status_of(kn_status st) {
+    switch (st) {
+    case KN_OK: return ENG_OK;
+    case KN_ERR_INVAL: return ENG_ERR_INVAL;
+    case KN_ERR_UNSUPPORTED: return ENG_ERR_UNSUPPORTED;
+    default: return ENG_ERR_CUDA;
+    }
+}
+
+/* A failed op: "<op> (layer l): <backend message>" into gs->err. */
+static eng_status op_fail(eng_gpu_state *gs, const char *op, kn_status st) {
+    const char *why = gs->api->errmsg(gs->ctx);
+    if (gs->layer >= 0)
+        eng_errf(gs->err, sizeof gs->err, "gpu forward: %s (layer %d): %s [%s]", op, gs->layer, why ? why : "",
+                 kn_status_str(st));
+    else
+        eng_errf(gs->err, sizeof gs->err, "gpu forward: %s: %s [%s]", op, why ? why : "", kn_status_str(st));
+    return status_of(st);
+}
+
+#define GPU_OP(gs, name, call)                                 \
+    do {                                                       \
+        kn_status st_ = (call);                                \
+        if (st_ != KN_OK) return op_fail((gs), (name), st_);   \
+    } while (0)
+
+/* ------------------------------------------------------------------ setup */
+
+/* One weight tensor to upload: host bytes and where its device pointer goes. */
+typedef struct upload {
+    const void *src;
+    size_t bytes;
+    const void **dst;
+} upload;
+
+static eng_status upload_weights(eng_gpu_state *gs, char *err, size_t n_err) {
+    const eng_model *m = gs->model;
+    const eng_config *c = &m->cfg;
+    const eng_weights *w = &m->w;
+    size_t L = (size_t)c->n_layer, C = (size_t)c->n_embd, F = (size_t)c->n_ff, V = (size_t)c->n_vocab;
+    int f32 = w->wtype == KN_W_F32;
+    size_t es = f32 ? sizeof(float) : sizeof(uint16_t), fs = sizeof(float);
+    eng_gpu_weights *d = &gs->w;
+    d->wtype = w->wtype;
+#define MAT(field) (f32 ? (const void *)w->field : (const void *)w->field##_h)
+    upload ups[] = {
+        {MAT(embed_in), V * C * es, &d->embed_in},
+        {w->ln1_w, L * C * fs, (const void **)&d->ln1_w}, {w->ln1_b, L * C * fs, (const void **)&d->ln1_b},
+        {w->ln2_w, L * C * fs, (const void **)&d->ln2_w}, {w->ln2_b, L * C * fs, (const void **)&d->ln2_b},
+        {MAT(qkv_w), L * 3 * C * C * es, &d->qkv_w}, {w->qkv_b, L * 3 * C * fs, (const void **)&d->qkv_b},
+        {MAT(o_w), L * C * C * es, &d->o_w}, {w->o_b, L * C * fs, (const void **)&d->o_b},
+        {MAT(fc1_w), L * F * C * es, &d->fc1_w}, {w->fc1_b, L * F * fs, (const void **)&d->fc1_b},
+        {MAT(fc2_w), L * C * F * es, &d->fc2_w}, {w->fc2_b, L * C * fs, (const void **)&d->fc2_b},
+        {w->lnf_w, C * fs, (const void **)&d->lnf_w}, {w->lnf_b, C * fs, (const void **)&d->lnf_b},
+        {MAT(embed_out), V * C * es, &d->embed_out},
+    };
+#undef MAT
+    size_t n_up = sizeof ups / sizeof ups[0], total = 0;
+    for (size_t i = 0; i < n_up; i++) {
+        if (!ups[i].src) {
+            eng_errf(err, n_err, "gpu state: weight tensor %zu of the model is not loaded (wtype %d)", i, (int)w->wtype);
+            return ENG_ERR_INVAL;
+        }
+        total += align_up(ups[i].bytes);
+    }
+    const kn_cuda_api *A = gs->api;
+    kn_status st = A->mem_alloc(gs->ctx, &gs->d_weights, total);
+    if (st != KN_OK) {
+        eng_errf(err, n_err, "gpu state: weights (%.3f GiB) on device %d: %s", (double)total / (1u << 30),
+                 gs->device, A->errmsg(gs->ctx));
+        return status_of(st);
+    }
+    gs->weight_bytes = total;
+    char *p = gs->d_weights;
+    for (size_t i = 0; i < n_up; i++) {
+        if ((st = A->copy_h2d(gs->ctx, p, ups[i].src, ups[i].bytes)) != KN_OK) {
+            eng_errf(err, n_err, "gpu state: uploading weight tensor %zu (%zu bytes): %s", i, ups[i].bytes,
+                     A->errmsg(gs->ctx));
+            return status_of(st);
+        }
+        *ups[i].dst = p;
+        p += align_up(ups[i].bytes);
+    }
+    return ENG_OK;
+}
+
+/* The chunk's activations, RoPE tables and int buffers, carved from one
+ * device allocation; the host staging buffers from one host allocation. */
+static eng_status alloc_activations(eng_gpu_state *gs, char *err, size_t n_err) {
+    const eng_config *c = &gs->model->cfg;
+    size_t B = (size_t)gs->n_batch, C = (size_t)c->n_embd, F = (size_t)c->n_ff, V = (size_t)c->n_vocab;
+    size_t R2 = (size_t)c->n_rot / 2, NH = (size_t)c->n_head;
+    size_t fsz[] = {B * C, B * C, B * 3 * C, B * C, B * C, B * F, B * C, B * V, R2 + 1, B * R2 + 1, B * R2 + 1};
+    float **fptr[] = {&gs->x, &gs->h, &gs->qkv, &gs->att, &gs->ao, &gs->ff, &gs->mo, &gs->d_logits,
+                      &gs->inv_freq, &gs->rope_cos, &gs->rope_sin};
+    size_t n_f = sizeof fsz / sizeof fsz[0];
+    size_t n_int = 2 * B + NH, total = 0;
+    for (size_t i = 0; i < n_f; i++) total += align_up(fsz[i] * sizeof(float));
+    total += align_up(n_int * sizeof(int32_t)) + align_up(NH * B * sizeof(int32_t));
+    const kn_cuda_api *A = gs->api;
+    kn_status st = A->mem_alloc(gs->ctx, &gs->d_act, total);
+    if (st != KN_OK) {
+        eng_errf(err, n_err, "gpu state: activations (%.1f MiB for n_batch=%d) on device %d: %s",
+                 (double)total / (1u << 20), gs->n_batch, gs->device, A->errmsg(gs->ctx));
+        return status_of(st);
+    }
+    gs->act_bytes = total;
+    char *p = gs->d_act;
+    for (size_t i = 0; i < n_f; i++) {
+        *fptr[i] = (float *)p;
+        p += align_up(fsz[i] * sizeof(float));
+    }
+    gs->d_ints = (int32_t *)p;
+    p += align_up(n_int * sizeof(int32_t));
+    gs->n_vis = (int32_t *)p;
+
+    size_t host = n_int * sizeof(int32_t) + B * V * sizeof(float) + (R2 + 1) * sizeof(float);
+    char *hm = eng_alloc(host);
+    if (!hm) {
+        eng_errf(err, n_err, "gpu state: out of host memory (%zu bytes of staging)", host);
+        return ENG_ERR_NOMEM;
+    }
+    gs->logits = (float *)hm;   /* first: the float buffers keep their alignment */
+    float *inv = gs->logits + B * V;
+    gs->h_ints = (int32_t *)(inv + R2 + 1);
+    if (R2) {
+        kn_rope_inv_freq(inv, c->n_rot, c->rope_base);
+        if ((st = A->copy_h2d(gs->ctx, gs->inv_freq, inv, R2 * sizeof(float))) != KN_OK) {
+            eng_errf(err, n_err, "gpu state: uploading the RoPE inv_freq: %s", A->errmsg(gs->ctx));
+            return status_of(st);
+        }
+    }
+    return ENG_OK;
+}
+
+eng_status eng_gpu_state_init(eng_gpu_state **out, const kn_cuda_api *api, const eng_model *m, int device,
+                              int n_ctx, int n_batch, char *err, size_t n_err) {
+    *out = NULL;
+    if (!api) {
+        eng_errf(err, n_err, "gpu state: no CUDA backend (%s)", kn_cuda_unavailable_reason());
+        return ENG_ERR_UNSUPPORTED;
+    }
+    if (n_ctx <= 0 || n_batch <= 0 || device < 0) {
+        eng_errf(err, n_err, "gpu state: n_ctx (%d) and n_batch (%d) must be positive, device (%d) >= 0", n_ctx,
+                 n_batch, device);
+        return ENG_ERR_INVAL;
+    }
+    if (n_batch > n_ctx) n_batch = n_ctx;
+    const eng_config *c = &m->cfg;
+    eng_gpu_state *gs = eng_calloc(1, sizeof *gs);
+    if (!gs) {
+        eng_errf(err, n_err, "gpu state: out of host memory");
+        return ENG_ERR_NOMEM;
+    }
+    gs->model = m;
+    gs->api = api;
+    gs->device = device;
+    gs->cap = n_ctx;
+    gs->n_batch = n_batch;
+    gs->layer = -1;
+    /* The arena: 16-bit prefill tiles (the device splits activations into
+     * two 16-bit halves, the mock needs KN_LP_TILE fp32 rows), attention
+     * partials / the mock's per-thread attention rows; 64 MiB at least. */
+    size_t wide = (size_t)(c->n_ff > c->n_embd ? c->n_ff : c->n_embd);
+    size_t arena = (size_t)64 << 20;
+    if ((size_t)KN_LP_TILE * wide * sizeof(float) + 4096 > arena) arena = (size_t)KN_LP_TILE * wide * sizeof(float) + 4096;
+    size_t att = (size_t)(kn_get_threads() + 1) * (size_t)n_ctx * sizeof(float);
+    if (att > arena) arena = att;
+    char why[512] = "";
+    kn_status kst = api->ctx_init(&gs->ctx, device, arena, why, sizeof why);
+    if (kst != KN_OK) {
+        eng_errf(err, n_err, "gpu state: ctx_init: %s", why);
+        eng_gpu_state_free(gs);
+        return status_of(kst);
+    }
+    eng_status st = upload_weights(gs, err, n_err);
+    if (st == ENG_OK) {
+        size_t kv = 2 * (size_t)c->n_layer * c->n_head * (size_t)n_ctx * c->head_dim * sizeof(float);
+        kst = api->mem_alloc(gs->ctx, (void **)&gs->d_kv, kv);
+        if (kst != KN_OK) {
+            eng_errf(err, n_err, "gpu state: KV cache (%.3f GiB for n_ctx=%d) on device %d: %s",
+                     (double)kv / (1u << 30), n_ctx, device, api->errmsg(gs->ctx));
+            st = status_of(kst);
+        }
+        gs->kv_bytes = kv;
+    }
+    if (st == ENG_OK) st = alloc_activations(gs, err, n_err);
+    if (st == ENG_OK && (kst = api->sync(gs->ctx)) != KN_OK) {
+        eng_errf(err, n_err, "gpu state: waiting for the uploads: %s", api->errmsg(gs->ctx));
+        st = status_of(kst);
+    }
+    if (st != ENG_OK) {
+        eng_gpu_state_free(gs);
+        return st;
+    }
+    *out = gs;
+    return ENG_OK;
+}
+
+void eng_gpu_state_free(eng_gpu_state *gs) {
+    if (!gs) return;
+    if (gs->ctx) {
+        const kn_cuda_api *A = gs->api;
+        A->mem_free(gs->ctx, gs->d_act);
+        A->mem_free(gs->ctx, gs->d_kv);
+        A->mem_free(gs->ctx, gs->d_weights);
+        A->ctx_free(gs->ctx);
+    }
+    eng_free(gs->logits);   /* the host staging allocation starts here */
+    eng_free(gs);
+}
+
+void eng_gpu_state_reset(eng_gpu_state *gs) {
+    gs->n_past = 0;
+    gs->n_held = 0;
+}
+
+eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n) {
+    if (n < 0 || n > gs->n_past || n > gs->n_held) {
+        eng_errf(gs->err, sizeof gs->err, "rollback: cannot drop %d of %d tokens", n, gs->n_past);
+        return ENG_ERR_INVAL;
+    }
+    gs->n_past -= n;
+    gs->n_held -= n;   /* slots past n_held are overwritten by the next append */
+    return ENG_OK;
+}
+
+eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
+    if (!p) return ENG_OK;
+    eng_errf(gs->err, sizeof gs->err,
+             "gpu: KV policies do not run on the device yet (full cache only in this stage); use the CPU for policies");
+    return ENG_ERR_UNSUPPORTED;
+}
+
+const char *eng_gpu_state_errmsg(const eng_gpu_state *gs) { return gs ? gs->err : "no gpu state"; }
+
+const char *eng_gpu_state_device_name(const eng_gpu_state *gs) {
+    return gs && gs->ctx ? gs->api->device_name(gs->ctx) : "no device";
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* y(M,N) = x(M,K) · W(N,K)ᵀ + b for the block-th (N,K) block of a device
+ * weight matrix in the model's dtype. */
+static kn_status matmul(eng_gpu_state *gs, float *y, const float *x, const void *w, size_t block, const float *b,
+                        int M, int K, int N) {
+    size_t es = gs->w.wtype == KN_W_F32 ? sizeof(float) : sizeof(uint16_t);
+    const char *wb = (const char *)w + block * (size_t)N * (size_t)K * es;
+    return gs->api->matmul(gs->ctx, y, x, wb, gs->w.wtype, b, M, K, N);
+}
+
+static eng_status layer_forward(eng_gpu_state *gs, int l, int T) {
+    const kn_cuda_api *A = gs->api;
+    kn_cuda_ctx *X = gs->ctx;
+    const eng_config *c = &gs->model->cfg;
+    const eng_gpu_weights *w = &gs->w;
+    size_t C = (size_t)c->n_embd, F = (size_t)c->n_ff, slab = (size_t)c->n_head * gs->cap * c->head_dim;
+    int NH = c->n_head, D = c->head_dim, R = c->n_rot;
+    float *K = gs->d_kv + (size_t)l * slab, *V = gs->d_kv + ((size_t)c->n_layer + l) * slab;
+    const int32_t *base = gs->d_ints + 2 * (size_t)gs->n_batch;
+    gs->layer = l;
+
+    // attention branch: ln1 -> qkv -> rope(q, k) -> cache -> attend -> dense
+    GPU_OP(gs, "layernorm ln1", A->layernorm(X, gs->h, gs->x, w->ln1_w + l * C, w->ln1_b + l * C, T, (int)C, c->ln_eps));
+    GPU_OP(gs, "matmul qkv", matmul(gs, gs->qkv, gs->h, w->qkv_w, (size_t)l, w->qkv_b + l * 3 * C, T, (int)C, (int)(3 * C)));
+    if (R > 0) {
+        GPU_OP(gs, "rope q", A->rope(X, gs->qkv, T, NH, D, 3 * C, R, gs->rope_cos, gs->rope_sin));
+        GPU_OP(gs, "rope k", A->rope(X, gs->qkv + C, T, NH, D, 3 * C, R, gs->rope_cos, gs->rope_sin));
+    }
+    GPU_OP(gs, "kv_append", A->kv_append(X, K, V, gs->qkv + C, gs->qkv + 2 * C, 3 * C, T, NH, D, gs->cap, base, gs->n_vis));
+    GPU_OP(gs, "attention", A->attention(X, gs->att, gs->qkv, 3 * C, K, V, T, NH, D, gs->cap, gs->n_vis, NULL));
+    GPU_OP(gs, "matmul dense", matmul(gs, gs->ao, gs->att, w->o_w, (size_t)l, w->o_b + l * C, T, (int)C, (int)C));
+
+    // MLP branch reads ln2(x) of the same x (parallel) or of x + attn (sequential)
+    if (!c->parallel_residual) GPU_OP(gs, "add2 attn residual", A->add2(X, gs->x, gs->ao, NULL, (size_t)T * C));
+    GPU_OP(gs, "layernorm ln2", A->layernorm(X, gs->h, gs->x, w->ln2_w + l * C, w->ln2_b + l * C, T, (int)C, c->ln_eps));
+    GPU_OP(gs, "matmul fc1", matmul(gs, gs->ff, gs->h, w->fc1_w, (size_t)l, w->fc1_b + l * F, T, (int)C, (int)F));
+    GPU_OP(gs, "gelu", A->gelu(X, gs->ff, (size_t)T * F));
+    GPU_OP(gs, "matmul fc2", matmul(gs, gs->mo, gs->ff, w->fc2_w, (size_t)l, w->fc2_b + l * C, T, (int)F, (int)C));
+    GPU_OP(gs, "add2 residual",
+           A->add2(X, gs->x, c->parallel_residual ? gs->ao : gs->mo, c->parallel_residual ? gs->mo : NULL, (size_t)T * C));
+    return ENG_OK;
+}
+
+static eng_status forward_chunk(eng_gpu_state *gs, const int32_t *tok, int T, float *logits, int all_logits) {
+    const kn_cuda_api *A = gs->api;
+    kn_cuda_ctx *X = gs->ctx;
+    const eng_config *c = &gs->model->cfg;
+    size_t C = (size_t)c->n_embd, V = (size_t)c->n_vocab, B = (size_t)gs->n_batch;
+    int32_t *h_tok = gs->h_ints, *h_pos = gs->h_ints + B, *h_base = gs->h_ints + 2 * B;
+    for (int t = 0; t < T; t++) {
+        h_tok[t] = tok[t];
+        h_pos[t] = gs->n_past + t;
+    }
+    for (int h = 0; h < c->n_head; h++) h_base[h] = gs->n_held;
+    gs->layer = -1;
+    GPU_OP(gs, "upload tokens", A->copy_h2d(X, gs->d_ints, gs->h_ints, (2 * B + (size_t)c->n_head) * sizeof(int32_t)));
+    GPU_OP(gs, "embed", A->embed(X, gs->x, gs->d_ints, T, gs->w.embed_in, gs->w.wtype, c->n_vocab, (int)C));
+    if (c->n_rot > 0)
+        GPU_OP(gs, "rope_table", A->rope_table(X, gs->rope_cos, gs->rope_sin, gs->inv_freq, gs->d_ints + B, T, c->n_rot));
+    for (int l = 0; l < c->n_layer; l++) {
+        eng_status st = layer_forward(gs, l, T);
+        if (st != ENG_OK) return st;
+    }
+    gs->layer = -1;
+    GPU_OP(gs, "layernorm final", A->layernorm(X, gs->h, gs->x, gs->w.lnf_w, gs->w.lnf_b, T, (int)C, c->ln_eps));
+    if (logits) {
+        int rows = all_logits ? T : 1;
+        const float *hin = all_logits ? gs->h : gs->h + (size_t)(T - 1) * C;
+        GPU_OP(gs, "matmul embed_out", matmul(gs, gs->d_logits, hin, gs->w.embed_out, 0, NULL, rows, (int)C, (int)V));
+        GPU_OP(gs, "download logits", A->copy_d2h(X, logits, gs->d_logits, (size_t)rows * V * sizeof(float)));
+    } else {
+        GPU_OP(gs, "sync", A->sync(X));   /* report a fault of this chunk here, not in the next call */
+    }
+    gs->n_past += T;
+    gs->n_held += T;
+    return ENG_OK;
+}
+
+eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, float *logits, int all_logits) {
+    const eng_config *c = &gs->model->cfg;
+    if (n <= 0) {
+        eng_errf(gs->err, sizeof gs->err, "forward: no tokens");
+        return ENG_ERR_INVAL;
+    }
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->n_vocab) {
+            eng_errf(gs->err, sizeof gs->err, "forward: token %d at index %d outside vocab [0, %d)", tokens[i], i,
+                     c->n_vocab);
+            return ENG_ERR_INVAL;
+        }
+    if ((int64_t)gs->n_held + n > gs->cap) {
+        eng_errf(gs->err, sizeof gs->err, "forward: KV cache holds %d of %d tokens; %d more do not fit", gs->n_held,
+                 gs->cap, n);
+        return ENG_ERR_CAPACITY;
+    }
+    for (int i = 0; i < n;) {
+        int T = n - i < gs->n_batch ? n - i : gs->n_batch;
+        int last = i + T == n;
+        float *lg = NULL;
+        if (logits && all_logits) lg = logits + (size_t)i * c->n_vocab;
+        else if (logits && last) lg = logits;
+        eng_status st = forward_chunk(gs, tokens + i, T, lg, all_logits);
+        if (st != ENG_OK) return st;
+        i += T;
+    }
+    return ENG_OK;
+}
