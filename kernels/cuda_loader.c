@@ -1,5 +1,5 @@
 /* cuda_loader.c — finds and loads libkvcuda.so at run time (always built;
- * replaces the old link-time choice between kernels/cuda and a stub).
+ * CPU binaries decide at run time, not at link time, whether CUDA exists).
  *
  * Why dlopen: the CPU binaries must start, and run --cpu, on machines with
  * no CUDA libraries at all, so nothing here links against cudart or cuBLAS.

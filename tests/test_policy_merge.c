@@ -267,12 +267,7 @@ static void test_never_triggered(void) {
 }
 
 int main(void) {
-    char err[1024];
-    eng_load_opts o = {.keep_16bit = 0};
-    if (eng_model_load_ex(&g_m, tu_data("models/m64-f32"), &o, err, sizeof err) != ENG_OK) {
-        printf("load m64-f32: %s\n", err);
-        return 1;
-    }
+    if (!(g_m = tu_load_model("m64-f32"))) return 1;
     uint64_t x = 777;
     for (size_t i = 0; i < sizeof g_ids / sizeof g_ids[0]; i++) {
         x = x * 6364136223846793005ULL + 1442695040888963407ULL;

@@ -59,10 +59,8 @@ static void check_config(eng_model *m, const int32_t *ids, int n, int sink, int 
 }
 
 static void test_hf_golden(void) {
-    char err[1024];
-    eng_model *m = NULL;
-    eng_load_opts o = {.keep_16bit = 0};
-    CU_ASSERT_FATAL(eng_model_load_ex(&m, tu_data("models/m64-f32"), &o, err, sizeof err) == ENG_OK);
+    eng_model *m = tu_load_model("m64-f32");
+    CU_ASSERT_FATAL(m != NULL);
     int32_t ids[256];
     int n = tu_read_ids("streaming/m64-f32/ids.txt", ids, 256);
     CU_ASSERT_FATAL(n > 0);
@@ -73,10 +71,8 @@ static void test_hf_golden(void) {
 }
 
 static void test_sliding_equals_compaction(void) {
-    char err[1024];
-    eng_model *m = NULL;
-    eng_load_opts o = {.keep_16bit = 0};
-    CU_ASSERT_FATAL(eng_model_load_ex(&m, tu_data("models/m64-f32"), &o, err, sizeof err) == ENG_OK);
+    eng_model *m = tu_load_model("m64-f32");
+    CU_ASSERT_FATAL(m != NULL);
     int32_t ids[256];
     int n = tu_read_ids("streaming/m64-f32/ids.txt", ids, 256), V = m->cfg.n_vocab;
     CU_ASSERT_FATAL(n >= 64);
