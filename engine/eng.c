@@ -17,6 +17,7 @@ const char *eng_status_str(eng_status st) {
     case ENG_ERR_CUDA: return "CUDA error";
     case ENG_ERR_UNSUPPORTED: return "unsupported";
     case ENG_ERR_CAPACITY: return "capacity exceeded";
+    case ENG_ERR_DEVICE: return "device unavailable";
     }
     return "unknown status";
 }

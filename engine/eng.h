@@ -24,7 +24,8 @@ typedef enum eng_status {
     ENG_ERR_FORMAT = -4,      /* a file is malformed (JSON, safetensors, config) */
     ENG_ERR_CUDA = -5,        /* a CUDA or cuBLAS call failed */
     ENG_ERR_UNSUPPORTED = -6, /* valid input we deliberately do not handle */
-    ENG_ERR_CAPACITY = -7     /* a fixed capacity (KV cache, batch) would overflow */
+    ENG_ERR_CAPACITY = -7,    /* a fixed capacity (KV cache, batch) would overflow */
+    ENG_ERR_DEVICE = -8       /* the compute device could not be opened (no CUDA library, driver or device) */
 } eng_status;
 
 /* Static string for a status; never NULL. */

@@ -1,11 +1,15 @@
 /* forward.c — one GPT-NeoX forward pass over a chunk of tokens (see
  * forward.h for the numerics contract). The layer loop reads like HF's
  * GPTNeoXLayer.forward; every op is a kernels/ call so the CUDA backend can
- * mirror this file op for op. */
+ * mirror this file op for op. In offload mode (s->dev, forward_gpu.h) the
+ * embedding, ln1 + QKV, dense + MLP and the logits run on the device and
+ * only the attention block below — policy hooks, RoPE, cache, marks —
+ * runs here. */
 #include "forward.h"
 
 #include <string.h>
 
+#include "forward_gpu.h"
 #include "kn.h"
 #include "policy.h"
 #include "policy_mark.h"
@@ -161,7 +165,13 @@ static void attend_step(eng_state *s, int l, int T, int t) {
     s->pos = pos;
 }
 
-static void layer_forward(eng_state *s, int l, int T) {
+/* A failed device op in offload mode: its message becomes the state's. */
+static eng_status dev_fail(eng_state *s, eng_status st) {
+    eng_errf(s->err, sizeof s->err, "%s", eng_gpu_state_errmsg(s->dev));
+    return st;
+}
+
+static eng_status layer_forward(eng_state *s, int l, int T) {
     const eng_model *m = s->model;
     const eng_config *c = &m->cfg;
     const eng_weights *w = &m->w;
@@ -169,8 +179,13 @@ static void layer_forward(eng_state *s, int l, int T) {
     eng_policy *p = s->policy;
 
     // attention branch: ln1 -> qkv -> [evict] -> rope(q, k) -> cache -> attend -> [score] -> dense
-    kn_layernorm(s->h, s->x, w->ln1_w + l * C, w->ln1_b + l * C, T, (int)C, c->ln_eps);
-    matmul(s, s->qkv, s->h, w->qkv_w, w->qkv_w_h, l, w->qkv_b + l * 3 * C, T, (int)C, (int)(3 * C));
+    if (s->dev) {   // offload mode: ln1 and qkv on the device, the rest of attention here
+        eng_status st = eng_gpu_offload_qkv(s->dev, l, T, s->qkv);
+        if (st != ENG_OK) return dev_fail(s, st);
+    } else {
+        kn_layernorm(s->h, s->x, w->ln1_w + l * C, w->ln1_b + l * C, T, (int)C, c->ln_eps);
+        matmul(s, s->qkv, s->h, w->qkv_w, w->qkv_w_h, l, w->qkv_b + l * 3 * C, T, (int)C, (int)(3 * C));
+    }
     int r = s->mark ? s->mark_chunk_row : -1;   // a mark row in this chunk (policy_mark.h)
     if (r >= T) r = -1;
     if (r >= 0) eng_state_mark_layer_begin(s->mark, s, l);
@@ -186,6 +201,10 @@ static void layer_forward(eng_state *s, int l, int T) {
         if (r == 0) eng_state_mark_layer_save(s->mark, s, l, 0);
         attend(s, l, T);
     }
+    if (s->dev) {
+        eng_status st = eng_gpu_offload_mlp(s->dev, l, T, s->att);
+        return st == ENG_OK ? ENG_OK : dev_fail(s, st);
+    }
     matmul(s, s->ao, s->att, w->o_w, w->o_w_h, l, w->o_b + l * C, T, (int)C, (int)C);
 
     // MLP branch reads ln2(x) of the same x (parallel) or of x + attn (sequential)
@@ -196,6 +215,7 @@ static void layer_forward(eng_state *s, int l, int T) {
     matmul(s, s->mo, s->ff, w->fc2_w, w->fc2_w_h, l, w->fc2_b + l * C, T, (int)F, (int)C);
     kn_add2(s->x, c->parallel_residual ? s->ao : s->mo, c->parallel_residual ? s->mo : NULL,
             (size_t)T * C);
+    return ENG_OK;
 }
 
 static eng_status forward_chunk(eng_state *s, const int32_t *tok, int T, float *logits, int all_logits,
@@ -203,23 +223,31 @@ static eng_status forward_chunk(eng_state *s, const int32_t *tok, int T, float *
     const eng_model *m = s->model;
     const eng_config *c = &m->cfg;
     size_t C = c->n_embd, V = c->n_vocab;
+    eng_status st;
+    if (s->dev && (st = eng_gpu_offload_embed(s->dev, tok, T)) != ENG_OK) return dev_fail(s, st);
     for (int t = 0; t < T; t++) {
+        s->pos[t] = s->n_past + t;
+        if (s->dev) continue;
         size_t row = (size_t)tok[t] * C;
         if (m->w.wtype == KN_W_F32) memcpy(s->x + t * C, m->w.embed_in + row, C * sizeof(float));
         else if (m->w.wtype == KN_W_F16) kn_f16_to_f32(s->x + t * C, m->w.embed_in_h + row, C);
         else kn_bf16_to_f32(s->x + t * C, m->w.embed_in_h + row, C);
-        s->pos[t] = s->n_past + t;
     }
-    if (s->trace) s->trace(s->trace_ud, 0, s->x, T, (int)C, s->n_past);
+    int trace = s->trace && !s->dev;   // the residual stream lives on the device in offload mode
+    if (trace) s->trace(s->trace_ud, 0, s->x, T, (int)C, s->n_past);
     if (s->policy) eng_policy_chunk_tokens(s->policy, tok, T);
     kn_rope_table(s->rope_cos, s->rope_sin, s->inv_freq, s->pos, T, c->n_rot);
     for (int l = 0; l < c->n_layer; l++) {
-        layer_forward(s, l, T);
-        if (s->trace) s->trace(s->trace_ud, l + 1, s->x, T, (int)C, s->n_past);
+        if ((st = layer_forward(s, l, T)) != ENG_OK) return st;
+        if (trace) s->trace(s->trace_ud, l + 1, s->x, T, (int)C, s->n_past);
     }
-    kn_layernorm(s->h, s->x, m->w.lnf_w, m->w.lnf_b, T, (int)C, c->ln_eps);
-    if (s->trace) s->trace(s->trace_ud, c->n_layer + 1, s->h, T, (int)C, s->n_past);
-    if (logits) {
+    if (s->dev) {
+        if ((st = eng_gpu_offload_logits(s->dev, T, logits, all_logits)) != ENG_OK) return dev_fail(s, st);
+    } else {
+        kn_layernorm(s->h, s->x, m->w.lnf_w, m->w.lnf_b, T, (int)C, c->ln_eps);
+        if (trace) s->trace(s->trace_ud, c->n_layer + 1, s->h, T, (int)C, s->n_past);
+    }
+    if (logits && !s->dev) {
         if (all_logits)
             matmul(s, logits, s->h, m->w.embed_out, m->w.embed_out_h, 0, NULL, T, (int)C, (int)V);
         else

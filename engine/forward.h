@@ -52,6 +52,8 @@ typedef struct eng_state {
     eng_trace_fn trace;
     void *trace_ud;
     struct eng_policy *policy; /* KV policy (policy.h), NULL: keep everything; not owned */
+    struct eng_gpu_state *dev; /* offload mode (forward_gpu.h): dense math on this device, NULL: all on
+                                  the CPU; not owned */
     int policy_steps;  /* 1: under a policy, every token of a multi-token call is its own
                           policy step (evict, append, attend, score), exactly as if the
                           tokens came one call each; matmuls stay batched (spec.c) */

@@ -3,15 +3,21 @@
  * forward.c's layer_forward with every kn_* call replaced by the table's op
  * of the same name on device pointers, the KV append done by the kv_append
  * op instead of host memcpy, and the policy hooks gone (full cache only).
+ * layer_qkv and layer_mlp are the halves around attention; offload mode
+ * (the end of this file) calls them from engine/forward.c, with the
+ * attention block run on the host in between.
  *
- * Setup makes exactly three mem_alloc calls (weights, KV cache, chunk
- * activations) besides the context's own arena; every host staging buffer
+ * Setup makes exactly three mem_alloc calls (weights, KV cache — none in
+ * offload mode — and chunk activations) besides the context's own arena; every host staging buffer
  * is allocated here too, so a forward call allocates nothing on either side.
  * Each op's status is checked at once and turned into an engine status with
  * the op and layer in gs->err, so a failure on a first GPU run says where. */
 #include "forward_gpu.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "forward.h"
 
 #define GPU_ALIGN 256   /* bytes: every carved device buffer starts on this */
 
@@ -152,6 +158,37 @@ static eng_status alloc_activations(eng_gpu_state *gs, char *err, size_t n_err) 
     return ENG_OK;
 }
 
+/* The single-token step's CUDA graph is captured later (forward_chunk);
+ * this decides whether there will be one and allocates what it replays
+ * from: one row of logits and the ints in d_ints' layout, pinned, at
+ * addresses fixed for the state's lifetime, in one host_alloc. A failure
+ * here only turns graphs off (graph_status says why). */
+static void graph_setup(eng_gpu_state *gs) {
+    const char *env = getenv("KV_CUDA_GRAPHS");
+    if (env && strcmp(env, "0") == 0) {
+        eng_errf(gs->graph_status, sizeof gs->graph_status, "off (KV_CUDA_GRAPHS=0)");
+        return;
+    }
+    if (gs->cap == 0) {
+        eng_errf(gs->graph_status, sizeof gs->graph_status, "off (offload mode: no device KV cache)");
+        return;
+    }
+    const eng_config *c = &gs->model->cfg;
+    size_t lbytes = align_up((size_t)c->n_vocab * sizeof(float));
+    size_t ibytes = (2 * (size_t)gs->n_batch + (size_t)c->n_head) * sizeof(int32_t);
+    kn_status st = gs->api->host_alloc(gs->ctx, &gs->h_pinned, lbytes + ibytes);
+    if (st != KN_OK) {
+        eng_errf(gs->graph_status, sizeof gs->graph_status, "off (pinned staging of %zu bytes: %s)", lbytes + ibytes,
+                 gs->api->errmsg(gs->ctx));
+        return;
+    }
+    memset(gs->h_pinned, 0, lbytes + ibytes);   /* the graph uploads all of g_ints: no unset bytes */
+    gs->g_logits = gs->h_pinned;
+    gs->g_ints = (int32_t *)((char *)gs->h_pinned + lbytes);
+    gs->graph_on = 1;
+    eng_errf(gs->graph_status, sizeof gs->graph_status, "on");
+}
+
 eng_status eng_gpu_state_init(eng_gpu_state **out, const kn_cuda_api *api, const eng_model *m, int device,
                               int n_ctx, int n_batch, char *err, size_t n_err) {
     *out = NULL;
@@ -159,12 +196,12 @@ eng_status eng_gpu_state_init(eng_gpu_state **out, const kn_cuda_api *api, const
         eng_errf(err, n_err, "gpu state: no CUDA backend (%s)", kn_cuda_unavailable_reason());
         return ENG_ERR_UNSUPPORTED;
     }
-    if (n_ctx <= 0 || n_batch <= 0 || device < 0) {
-        eng_errf(err, n_err, "gpu state: n_ctx (%d) and n_batch (%d) must be positive, device (%d) >= 0", n_ctx,
+    if (n_ctx < 0 || n_batch <= 0 || device < 0) {
+        eng_errf(err, n_err, "gpu state: n_ctx (%d) >= 0, n_batch (%d) > 0 and device (%d) >= 0 are required", n_ctx,
                  n_batch, device);
         return ENG_ERR_INVAL;
     }
-    if (n_batch > n_ctx) n_batch = n_ctx;
+    if (n_ctx > 0 && n_batch > n_ctx) n_batch = n_ctx;
     const eng_config *c = &m->cfg;
     eng_gpu_state *gs = eng_calloc(1, sizeof *gs);
     if (!gs) {
@@ -190,10 +227,10 @@ eng_status eng_gpu_state_init(eng_gpu_state **out, const kn_cuda_api *api, const
     if (kst != KN_OK) {
         eng_errf(err, n_err, "gpu state: ctx_init: %s", why);
         eng_gpu_state_free(gs);
-        return status_of(kst);
+        return kst == KN_ERR_INVAL ? ENG_ERR_INVAL : ENG_ERR_DEVICE;   /* the device would not open */
     }
     eng_status st = upload_weights(gs, err, n_err);
-    if (st == ENG_OK) {
+    if (st == ENG_OK && n_ctx > 0) {   /* n_ctx 0: offload mode, the host holds the cache */
         size_t kv = 2 * (size_t)c->n_layer * c->n_head * (size_t)n_ctx * c->head_dim * sizeof(float);
         kst = api->mem_alloc(gs->ctx, (void **)&gs->d_kv, kv);
         if (kst != KN_OK) {
@@ -204,6 +241,7 @@ eng_status eng_gpu_state_init(eng_gpu_state **out, const kn_cuda_api *api, const
         gs->kv_bytes = kv;
     }
     if (st == ENG_OK) st = alloc_activations(gs, err, n_err);
+    if (st == ENG_OK) graph_setup(gs);
     if (st == ENG_OK && (kst = api->sync(gs->ctx)) != KN_OK) {
         eng_errf(err, n_err, "gpu state: waiting for the uploads: %s", api->errmsg(gs->ctx));
         st = status_of(kst);
@@ -220,6 +258,8 @@ void eng_gpu_state_free(eng_gpu_state *gs) {
     if (!gs) return;
     if (gs->ctx) {
         const kn_cuda_api *A = gs->api;
+        A->graph_free(gs->ctx, gs->graph);
+        A->host_free(gs->ctx, gs->h_pinned);
         A->mem_free(gs->ctx, gs->d_act);
         A->mem_free(gs->ctx, gs->d_kv);
         A->mem_free(gs->ctx, gs->d_weights);
@@ -257,6 +297,10 @@ const char *eng_gpu_state_device_name(const eng_gpu_state *gs) {
     return gs && gs->ctx ? gs->api->device_name(gs->ctx) : "no device";
 }
 
+const char *eng_gpu_state_graph_status(const eng_gpu_state *gs) {
+    return gs && gs->graph_status[0] ? gs->graph_status : "off (no gpu state)";
+}
+
 /* ---------------------------------------------------------------- forward */
 
 /* y(M,N) = x(M,K) · W(N,K)ᵀ + b for the block-th (N,K) block of a device
@@ -268,28 +312,29 @@ static kn_status matmul(eng_gpu_state *gs, float *y, const float *x, const void 
     return gs->api->matmul(gs->ctx, y, x, wb, gs->w.wtype, b, M, K, N);
 }
 
-static eng_status layer_forward(eng_gpu_state *gs, int l, int T) {
+/* ln1 -> qkv: the rows of the chunk's [Q;K;V] in gs->qkv (T, 3C). */
+static eng_status layer_qkv(eng_gpu_state *gs, int l, int T) {
     const kn_cuda_api *A = gs->api;
     kn_cuda_ctx *X = gs->ctx;
     const eng_config *c = &gs->model->cfg;
     const eng_gpu_weights *w = &gs->w;
-    size_t C = (size_t)c->n_embd, F = (size_t)c->n_ff, slab = (size_t)c->n_head * gs->cap * c->head_dim;
-    int NH = c->n_head, D = c->head_dim, R = c->n_rot;
-    float *K = gs->d_kv + (size_t)l * slab, *V = gs->d_kv + ((size_t)c->n_layer + l) * slab;
-    const int32_t *base = gs->d_ints + 2 * (size_t)gs->n_batch;
+    size_t C = (size_t)c->n_embd;
     gs->layer = l;
-
-    // attention branch: ln1 -> qkv -> rope(q, k) -> cache -> attend -> dense
     GPU_OP(gs, "layernorm ln1", A->layernorm(X, gs->h, gs->x, w->ln1_w + l * C, w->ln1_b + l * C, T, (int)C, c->ln_eps));
     GPU_OP(gs, "matmul qkv", matmul(gs, gs->qkv, gs->h, w->qkv_w, (size_t)l, w->qkv_b + l * 3 * C, T, (int)C, (int)(3 * C)));
-    if (R > 0) {
-        GPU_OP(gs, "rope q", A->rope(X, gs->qkv, T, NH, D, 3 * C, R, gs->rope_cos, gs->rope_sin));
-        GPU_OP(gs, "rope k", A->rope(X, gs->qkv + C, T, NH, D, 3 * C, R, gs->rope_cos, gs->rope_sin));
-    }
-    GPU_OP(gs, "kv_append", A->kv_append(X, K, V, gs->qkv + C, gs->qkv + 2 * C, 3 * C, T, NH, D, gs->cap, base, gs->n_vis));
-    GPU_OP(gs, "attention", A->attention(X, gs->att, gs->qkv, 3 * C, K, V, T, NH, D, gs->cap, gs->n_vis, NULL));
-    GPU_OP(gs, "matmul dense", matmul(gs, gs->ao, gs->att, w->o_w, (size_t)l, w->o_b + l * C, T, (int)C, (int)C));
+    return ENG_OK;
+}
 
+/* dense(att) -> MLP -> residual: the rest of the layer once gs->att (T, C)
+ * holds the merged attention heads. */
+static eng_status layer_mlp(eng_gpu_state *gs, int l, int T) {
+    const kn_cuda_api *A = gs->api;
+    kn_cuda_ctx *X = gs->ctx;
+    const eng_config *c = &gs->model->cfg;
+    const eng_gpu_weights *w = &gs->w;
+    size_t C = (size_t)c->n_embd, F = (size_t)c->n_ff;
+    gs->layer = l;
+    GPU_OP(gs, "matmul dense", matmul(gs, gs->ao, gs->att, w->o_w, (size_t)l, w->o_b + l * C, T, (int)C, (int)C));
     // MLP branch reads ln2(x) of the same x (parallel) or of x + attn (sequential)
     if (!c->parallel_residual) GPU_OP(gs, "add2 attn residual", A->add2(X, gs->x, gs->ao, NULL, (size_t)T * C));
     GPU_OP(gs, "layernorm ln2", A->layernorm(X, gs->h, gs->x, w->ln2_w + l * C, w->ln2_b + l * C, T, (int)C, c->ln_eps));
@@ -301,19 +346,50 @@ static eng_status layer_forward(eng_gpu_state *gs, int l, int T) {
     return ENG_OK;
 }
 
-static eng_status forward_chunk(eng_gpu_state *gs, const int32_t *tok, int T, float *logits, int all_logits) {
+/* The whole layer over the device cache: qkv -> rope(q, k) -> cache -> attend -> mlp. */
+static eng_status layer_forward(eng_gpu_state *gs, int l, int T) {
+    const kn_cuda_api *A = gs->api;
+    kn_cuda_ctx *X = gs->ctx;
+    const eng_config *c = &gs->model->cfg;
+    size_t C = (size_t)c->n_embd, slab = (size_t)c->n_head * gs->cap * c->head_dim;
+    int NH = c->n_head, D = c->head_dim, R = c->n_rot;
+    float *K = gs->d_kv + (size_t)l * slab, *V = gs->d_kv + ((size_t)c->n_layer + l) * slab;
+    const int32_t *base = gs->d_ints + 2 * (size_t)gs->n_batch;
+    eng_status st = layer_qkv(gs, l, T);
+    if (st != ENG_OK) return st;
+    if (R > 0) {
+        GPU_OP(gs, "rope q", A->rope(X, gs->qkv, T, NH, D, 3 * C, R, gs->rope_cos, gs->rope_sin));
+        GPU_OP(gs, "rope k", A->rope(X, gs->qkv + C, T, NH, D, 3 * C, R, gs->rope_cos, gs->rope_sin));
+    }
+    GPU_OP(gs, "kv_append", A->kv_append(X, K, V, gs->qkv + C, gs->qkv + 2 * C, 3 * C, T, NH, D, gs->cap, base, gs->n_vis));
+    GPU_OP(gs, "attention", A->attention(X, gs->att, gs->qkv, 3 * C, K, V, T, NH, D, gs->cap, gs->n_vis, NULL));
+    return layer_mlp(gs, l, T);
+}
+
+/* The chunk's ints in d_ints' layout — tok(T), pos(T) from n_past, base(NH)
+ * = n_held — into the host staging `ints` (h_ints, or the graph's g_ints). */
+static void stage_ints(const eng_gpu_state *gs, int32_t *ints, const int32_t *tok, int T) {
+    size_t B = (size_t)gs->n_batch;
+    for (int t = 0; t < T; t++) {
+        ints[t] = tok[t];
+        ints[B + (size_t)t] = gs->n_past + t;
+    }
+    for (int h = 0; h < gs->model->cfg.n_head; h++) ints[2 * B + (size_t)h] = gs->n_held;
+}
+
+/* Enqueues a chunk's ops: the upload of the staged ints from `ints`, the
+ * embedding, the RoPE table, the layers, the final LayerNorm and, for
+ * rows > 0, the logits of the last `rows` rows into d_logits. Every
+ * per-step value (token, position, held count, n_vis) reaches the ops
+ * through d_ints on the device, never as a launch argument, so a capture
+ * of this call replays correctly at any position (graph_capture). */
+static eng_status enqueue_chunk(eng_gpu_state *gs, const int32_t *ints, int T, int rows) {
     const kn_cuda_api *A = gs->api;
     kn_cuda_ctx *X = gs->ctx;
     const eng_config *c = &gs->model->cfg;
     size_t C = (size_t)c->n_embd, V = (size_t)c->n_vocab, B = (size_t)gs->n_batch;
-    int32_t *h_tok = gs->h_ints, *h_pos = gs->h_ints + B, *h_base = gs->h_ints + 2 * B;
-    for (int t = 0; t < T; t++) {
-        h_tok[t] = tok[t];
-        h_pos[t] = gs->n_past + t;
-    }
-    for (int h = 0; h < c->n_head; h++) h_base[h] = gs->n_held;
     gs->layer = -1;
-    GPU_OP(gs, "upload tokens", A->copy_h2d(X, gs->d_ints, gs->h_ints, (2 * B + (size_t)c->n_head) * sizeof(int32_t)));
+    GPU_OP(gs, "upload tokens", A->copy_h2d(X, gs->d_ints, ints, (2 * B + (size_t)c->n_head) * sizeof(int32_t)));
     GPU_OP(gs, "embed", A->embed(X, gs->x, gs->d_ints, T, gs->w.embed_in, gs->w.wtype, c->n_vocab, (int)C));
     if (c->n_rot > 0)
         GPU_OP(gs, "rope_table", A->rope_table(X, gs->rope_cos, gs->rope_sin, gs->inv_freq, gs->d_ints + B, T, c->n_rot));
@@ -323,16 +399,85 @@ static eng_status forward_chunk(eng_gpu_state *gs, const int32_t *tok, int T, fl
     }
     gs->layer = -1;
     GPU_OP(gs, "layernorm final", A->layernorm(X, gs->h, gs->x, gs->w.lnf_w, gs->w.lnf_b, T, (int)C, c->ln_eps));
-    if (logits) {
-        int rows = all_logits ? T : 1;
-        const float *hin = all_logits ? gs->h : gs->h + (size_t)(T - 1) * C;
+    if (rows > 0) {
+        const float *hin = gs->h + (size_t)(T - rows) * C;
         GPU_OP(gs, "matmul embed_out", matmul(gs, gs->d_logits, hin, gs->w.embed_out, 0, NULL, rows, (int)C, (int)V));
-        GPU_OP(gs, "download logits", A->copy_d2h(X, logits, gs->d_logits, (size_t)rows * V * sizeof(float)));
-    } else {
-        GPU_OP(gs, "sync", A->sync(X));   /* report a fault of this chunk here, not in the next call */
     }
+    return ENG_OK;
+}
+
+/* Captures the single-token step — enqueue_chunk from the pinned g_ints
+ * with the last row's logits, then their download into the pinned
+ * g_logits — into gs->graph. A capture runs nothing, so on failure nothing
+ * changed: graphs are off for good with the reason in graph_status, and
+ * the caller runs the step eagerly. */
+static void graph_capture(eng_gpu_state *gs) {
+    const kn_cuda_api *A = gs->api;
+    kn_cuda_ctx *X = gs->ctx;
+    size_t V = (size_t)gs->model->cfg.n_vocab;
+    char why[sizeof gs->graph_status];
+    kn_status st = A->graph_begin(X);
+    if (st != KN_OK) {
+        eng_errf(why, sizeof why, "graph_begin: %s", A->errmsg(X));
+    } else {
+        eng_status est = enqueue_chunk(gs, gs->g_ints, 1, 1);
+        if (est == ENG_OK && (st = A->copy_d2h_async(X, gs->g_logits, gs->d_logits, V * sizeof(float))) != KN_OK)
+            est = op_fail(gs, "download logits", st);
+        if (est != ENG_OK) eng_errf(why, sizeof why, "capture: %s", gs->err);
+        kn_cuda_graph *g = NULL;
+        st = A->graph_end(X, &g);   /* ends the capture whatever happened inside it */
+        if (est == ENG_OK && st == KN_OK) {
+            gs->graph = g;
+            return;
+        }
+        if (est == ENG_OK) eng_errf(why, sizeof why, "graph_end: %s", A->errmsg(X));
+        A->graph_free(X, g);
+    }
+    gs->graph_on = 0;
+    eng_errf(gs->graph_status, sizeof gs->graph_status, "off (%s)", why);
+}
+
+/* One token through the captured graph: stage its ints in g_ints, replay,
+ * wait, copy the logits row out of g_logits. Rewriting g_ints is safe: every
+ * forward call ends with the stream idle (a sync or a synchronous copy), so
+ * no replay is still reading it. */
+static eng_status graph_step(eng_gpu_state *gs, const int32_t *tok, float *logits) {
+    const kn_cuda_api *A = gs->api;
+    stage_ints(gs, gs->g_ints, tok, 1);
+    gs->layer = -1;
+    GPU_OP(gs, "graph_launch", A->graph_launch(gs->ctx, gs->graph));
+    GPU_OP(gs, "sync", A->sync(gs->ctx));
+    if (logits) memcpy(logits, gs->g_logits, (size_t)gs->model->cfg.n_vocab * sizeof(float));
+    gs->n_past += 1;
+    gs->n_held += 1;
+    return ENG_OK;
+}
+
+/* One chunk of T <= n_batch tokens. T == 1 (a decode step; the device
+ * state has no KV policy, so every step is the same sequence of ops) goes
+ * through the graph once one is captured: the first such chunk with
+ * logits runs eagerly (cuBLAS picks its kernels for these shapes, every
+ * lazily loaded module of the step is loaded), the next one captures.
+ * Logits: the last row, or all T rows when all_logits. */
+static eng_status forward_chunk(eng_gpu_state *gs, const int32_t *tok, int T, float *logits, int all_logits) {
+    if (T == 1 && gs->graph_on) {
+        if (!gs->graph && gs->graph_warm) graph_capture(gs);   /* on failure graph_on is 0: eager below */
+        if (gs->graph) return graph_step(gs, tok, logits);
+    }
+    const kn_cuda_api *A = gs->api;
+    kn_cuda_ctx *X = gs->ctx;
+    size_t V = (size_t)gs->model->cfg.n_vocab;
+    int rows = logits ? (all_logits ? T : 1) : 0;
+    stage_ints(gs, gs->h_ints, tok, T);
+    eng_status st = enqueue_chunk(gs, gs->h_ints, T, rows);
+    if (st != ENG_OK) return st;
+    if (logits)
+        GPU_OP(gs, "download logits", A->copy_d2h(X, logits, gs->d_logits, (size_t)rows * V * sizeof(float)));
+    else
+        GPU_OP(gs, "sync", A->sync(X));   /* report a fault of this chunk here, not in the next call */
     gs->n_past += T;
     gs->n_held += T;
+    if (T == 1 && rows > 0) gs->graph_warm = 1;   /* every kernel of the step, embed_out included, has run */
     return ENG_OK;
 }
 
@@ -348,6 +493,11 @@ eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, floa
                      c->n_vocab);
             return ENG_ERR_INVAL;
         }
+    if (gs->cap == 0) {
+        eng_errf(gs->err, sizeof gs->err, "forward: this device state has no KV cache (offload mode: drive it "
+                                          "through eng_state_set_device)");
+        return ENG_ERR_INVAL;
+    }
     if ((int64_t)gs->n_held + n > gs->cap) {
         eng_errf(gs->err, sizeof gs->err, "forward: KV cache holds %d of %d tokens; %d more do not fit", gs->n_held,
                  gs->cap, n);
@@ -363,5 +513,69 @@ eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, floa
         if (st != ENG_OK) return st;
         i += T;
     }
+    return ENG_OK;
+}
+
+/* ---------------------------------------------------------- offload mode */
+
+eng_status eng_state_set_device(eng_state *s, eng_gpu_state *gs) {
+    if (s->n_past != 0) {
+        eng_errf(s->err, sizeof s->err, "set_device: the state already holds %d tokens", s->n_past);
+        return ENG_ERR_INVAL;
+    }
+    if (gs && (gs->model != s->model || gs->cap != 0 || gs->n_batch < s->n_batch)) {
+        eng_errf(s->err, sizeof s->err,
+                 "set_device: the device state must be made for the same model with n_ctx 0 and n_batch >= %d "
+                 "(it has n_ctx %d, n_batch %d)", s->n_batch, gs->cap, gs->n_batch);
+        return ENG_ERR_INVAL;
+    }
+    s->dev = gs;
+    return ENG_OK;
+}
+
+eng_status eng_gpu_offload_embed(eng_gpu_state *gs, const int32_t *tok, int T) {
+    const kn_cuda_api *A = gs->api;
+    const eng_config *c = &gs->model->cfg;
+    gs->layer = -1;
+    if (T <= 0 || T > gs->n_batch) {
+        eng_errf(gs->err, sizeof gs->err, "gpu offload: chunk of %d rows, the state takes 1..%d", T, gs->n_batch);
+        return ENG_ERR_INVAL;
+    }
+    /* tok is pageable caller memory: copy_h2d has staged it on return */
+    GPU_OP(gs, "upload tokens", A->copy_h2d(gs->ctx, gs->d_ints, tok, (size_t)T * sizeof(int32_t)));
+    GPU_OP(gs, "embed", A->embed(gs->ctx, gs->x, gs->d_ints, T, gs->w.embed_in, gs->w.wtype, c->n_vocab, c->n_embd));
+    return ENG_OK;
+}
+
+eng_status eng_gpu_offload_qkv(eng_gpu_state *gs, int l, int T, float *qkv) {
+    eng_status st = layer_qkv(gs, l, T);
+    if (st != ENG_OK) return st;
+    size_t bytes = (size_t)T * 3 * (size_t)gs->model->cfg.n_embd * sizeof(float);
+    GPU_OP(gs, "download qkv", gs->api->copy_d2h(gs->ctx, qkv, gs->qkv, bytes));
+    return ENG_OK;
+}
+
+eng_status eng_gpu_offload_mlp(eng_gpu_state *gs, int l, int T, const float *att) {
+    gs->layer = l;
+    size_t bytes = (size_t)T * (size_t)gs->model->cfg.n_embd * sizeof(float);
+    GPU_OP(gs, "upload attention", gs->api->copy_h2d(gs->ctx, gs->att, att, bytes));
+    return layer_mlp(gs, l, T);
+}
+
+eng_status eng_gpu_offload_logits(eng_gpu_state *gs, int T, float *logits, int all_logits) {
+    const kn_cuda_api *A = gs->api;
+    kn_cuda_ctx *X = gs->ctx;
+    const eng_config *c = &gs->model->cfg;
+    size_t C = (size_t)c->n_embd, V = (size_t)c->n_vocab;
+    gs->layer = -1;
+    GPU_OP(gs, "layernorm final", A->layernorm(X, gs->h, gs->x, gs->w.lnf_w, gs->w.lnf_b, T, (int)C, c->ln_eps));
+    if (!logits) {
+        GPU_OP(gs, "sync", A->sync(X));
+        return ENG_OK;
+    }
+    int rows = all_logits ? T : 1;
+    const float *hin = all_logits ? gs->h : gs->h + (size_t)(T - 1) * C;
+    GPU_OP(gs, "matmul embed_out", matmul(gs, gs->d_logits, hin, gs->w.embed_out, 0, NULL, rows, (int)C, (int)V));
+    GPU_OP(gs, "download logits", A->copy_d2h(X, logits, gs->d_logits, (size_t)rows * V * sizeof(float)));
     return ENG_OK;
 }

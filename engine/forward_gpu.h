@@ -20,8 +20,9 @@
  * in tests, from a host-memory mock built on the CPU ops (tests/cuda_mock.c),
  * which is how the orchestration is proven on machines without a GPU.
  *
- * This stage keeps the full cache only: attaching a KV policy is refused
- * (ENG_ERR_UNSUPPORTED); policies on the device are a later stage. Errors:
+ * The device cache is the full cache: attaching a KV policy is refused
+ * (ENG_ERR_UNSUPPORTED); policies run in offload mode (at the end of this
+ * header), where the host keeps the cache and the policy's code. Errors:
  * a failing op returns ENG_ERR_CUDA (ENG_ERR_INVAL / ENG_ERR_UNSUPPORTED for
  * an argument or shape the backend rejects) and eng_gpu_state_errmsg names
  * the op, the layer and the backend's own message. After such a failure
@@ -64,7 +65,7 @@ typedef struct eng_gpu_state {
     const kn_cuda_api *api;
     kn_cuda_ctx *ctx;
     int device;
-    int cap;           /* KV slots per head (n_ctx) */
+    int cap;           /* KV slots per head (n_ctx); 0: offload mode, no device cache */
     int n_batch;       /* max tokens per forward chunk */
     int32_t n_past;    /* absolute position of the next token */
     int32_t n_held;    /* slots held by every head of every layer (full cache) */
@@ -90,13 +91,21 @@ typedef struct eng_gpu_state {
     int32_t *h_ints;   /* staging for d_ints, same layout */
     float *logits;     /* (B, V) a host buffer callers may pass to eng_gpu_forward */
     size_t weight_bytes, kv_bytes, act_bytes;
+    /* the single-token step as a CUDA graph (eng_gpu_forward) */
+    int graph_on;            /* 1: T == 1 chunks use the graph; 0: eager for good (graph_status says why) */
+    int graph_warm;          /* 1 once an eager T == 1 chunk with logits ran: the capture waits for it */
+    kn_cuda_graph *graph;    /* captured on the T == 1 chunk after the warm-up, replayed after; NULL before */
+    void *h_pinned;          /* the one host_alloc (pinned) behind g_logits and g_ints */
+    float *g_logits;         /* (V) the graph's logits download */
+    int32_t *g_ints;         /* d_ints' layout: the graph's upload source, rewritten before each replay */
+    char graph_status[320];  /* "on", "off (KV_CUDA_GRAPHS=0)", "off (<reason>)" */
     int layer;         /* layer of the op running (-1 outside the layer loop), for errors */
     char err[512];
 } eng_gpu_state;
 
 /* Creates the context on `device` of `api`, uploads m's weights, allocates
- * the KV cache for n_ctx tokens and the activations for chunks of n_batch
- * tokens (clamped to n_ctx). The caller keeps m alive while gs lives (the
+ * the KV cache for n_ctx tokens (none for n_ctx 0: offload mode, below) and
+ * the activations for chunks of n_batch tokens (clamped to n_ctx > 0). The caller keeps m alive while gs lives (the
  * host weights are not used after init, the config is). On failure *out is
  * NULL and err names the step, the sizes and the backend's message. */
 eng_status eng_gpu_state_init(eng_gpu_state **out, const kn_cuda_api *api, const eng_model *m, int device,
@@ -108,17 +117,53 @@ void eng_gpu_state_reset(eng_gpu_state *gs);
  * changed) when fewer than n are held. */
 eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n);
 /* NULL is accepted (full cache); any policy is refused with
- * ENG_ERR_UNSUPPORTED until the device runs KV policies. */
+ * ENG_ERR_UNSUPPORTED: policies run in offload mode (below). */
 eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p);
 
 /* eng_forward on the device: tokens[0..n) at positions n_past.., appended
  * to the cache. logits (host memory): NULL for none; else (n, V) when
  * all_logits, or (V) for the last token. ENG_ERR_INVAL for a token id
  * outside [0, V) and ENG_ERR_CAPACITY when n more tokens do not fit (state
- * unchanged in both cases); ENG_ERR_CUDA etc. from a failing op. */
+ * unchanged in both cases); ENG_ERR_CUDA etc. from a failing op.
+ * A call of one token (a decode step) runs as a CUDA graph: the first such
+ * call with logits runs eagerly (it warms cuBLAS and loads the kernels),
+ * the next captures the step and every later one replays it in one launch;
+ * token, position and held count reach the graph through pinned staging
+ * (g_ints), so rollback and reset keep working. The graph computes the
+ * logits whether asked or not. KV_CUDA_GRAPHS=0 (read at init) turns this
+ * off; a failed capture turns it off for the state's lifetime
+ * (eng_gpu_state_graph_status says why) and the step runs eagerly. */
 eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, float *logits, int all_logits);
 
+/* ---- offload mode: a CPU state (forward.h) whose dense math runs here.
+ * A device state made with n_ctx 0 holds no KV cache and refuses
+ * eng_gpu_forward; eng_state_set_device lends it to an eng_state, whose
+ * eng_forward then runs the embedding, ln1 + QKV, dense + MLP, the final
+ * LayerNorm and the logits on the device, and the attention block — RoPE,
+ * KV cache, KV policy hooks, marks for speculative decoding — on the host
+ * with the CPU code itself. So every policy and every spec-decoding rule
+ * runs unchanged, and with a device whose ops equal the CPU's (the mock)
+ * the logits equal the CPU path's bit for bit. Per layer and chunk: (T, 3C)
+ * floats come down, (T, C) go up. Trace callbacks are not called in this
+ * mode. After a failing device op the CPU state holds a partly run chunk:
+ * reset it (eng_state_reset) before reusing it. */
+struct eng_state;   /* forward.h */
+/* Before the first forward; gs NULL detaches. ENG_ERR_INVAL (message in
+ * eng_state_errmsg(s)) unless gs was made for s's model with n_ctx 0 and
+ * n_batch >= s's. Borrowed: gs must outlive s's forwards. */
+eng_status eng_state_set_device(struct eng_state *s, eng_gpu_state *gs);
+/* The steps eng_forward calls (engine/forward.c), each a chunk of T rows. */
+eng_status eng_gpu_offload_embed(eng_gpu_state *gs, const int32_t *tok, int T);
+eng_status eng_gpu_offload_qkv(eng_gpu_state *gs, int l, int T, float *qkv /* host (T, 3C) out */);
+eng_status eng_gpu_offload_mlp(eng_gpu_state *gs, int l, int T, const float *att /* host (T, C) in */);
+/* logits NULL: none (waits for the chunk); else host (T, V) or (V) as eng_forward. */
+eng_status eng_gpu_offload_logits(eng_gpu_state *gs, int T, float *logits, int all_logits);
+
 const char *eng_gpu_state_errmsg(const eng_gpu_state *gs);
+/* Whether single-token steps replay a CUDA graph: "on", "off
+ * (KV_CUDA_GRAPHS=0)" or "off (<why>)" after a failed capture (those steps
+ * then run eagerly for the state's lifetime). Borrowed, valid while gs. */
+const char *eng_gpu_state_graph_status(const eng_gpu_state *gs);
 /* "NVIDIA H100 ... (sm_90, ...)" or the mock's name. */
 const char *eng_gpu_state_device_name(const eng_gpu_state *gs);
 

@@ -1,57 +1,99 @@
-/* fwd.c — the CPU-or-device switch of fwd.h: a thin dispatch, plus the
- * device probe that turns "no library", "no device" and "no such device"
- * into one clear message naming the flag. */
+/* fwd.c — the cpu / device / offload switch of fwd.h: a thin dispatch, plus
+ * the device probe that turns "no library", "no device" and "no such
+ * device" into one clear message naming the flag. */
 #include "fwd.h"
 
 #include <string.h>
 
 #include "kn.h"
 #include "kn_cuda.h"
+#include "policy.h"
 
-eng_status eng_fwd_init(eng_fwd *f, const eng_model *m, int gpu, int n_ctx, int n_batch, char *err, size_t n_err) {
-    memset(f, 0, sizeof *f);
-    if (gpu < 0) {
-        eng_status st = eng_state_init(&f->cpu, m, n_ctx, n_batch, err, n_err);
-        if (st != ENG_OK) return st;
-        f->logits = f->cpu->logits;
-        f->n_batch = f->cpu->n_batch;
-        return ENG_OK;
-    }
+const kn_cuda_api *eng_fwd_open_device(int gpu, eng_status *st, char *err, size_t n_err) {
     const kn_cuda_api *api = kn_cuda_load();
     int n_dev = api ? kn_cuda_device_count() : 0;
     if (n_dev <= 0) {
         eng_errf(err, n_err, "--gpu %d: no CUDA device available (%s)", gpu, kn_cuda_unavailable_reason());
-        return ENG_ERR_UNSUPPORTED;
+        *st = ENG_ERR_DEVICE;
+        return NULL;
     }
     if (gpu >= n_dev) {
         eng_errf(err, n_err, "--gpu %d: no such device (this machine has %d)", gpu, n_dev);
-        return ENG_ERR_INVAL;
+        *st = ENG_ERR_DEVICE;
+        return NULL;
     }
-    eng_status st = eng_gpu_state_init(&f->gpu, api, m, gpu, n_ctx, n_batch, err, n_err);
-    if (st != ENG_OK) return st;
-    f->logits = f->gpu->logits;
-    f->n_batch = f->gpu->n_batch;
+    *st = ENG_OK;
+    return api;
+}
+
+static eng_status cpu_state(eng_fwd *f, const eng_model *m, int n_ctx, int n_batch, char *err, size_t n_err) {
+    eng_status st = eng_state_init(&f->cpu, m, n_ctx, n_batch, err, n_err);
+    if (st == ENG_OK && f->policy && (st = eng_state_set_policy(f->cpu, f->policy)) != ENG_OK)
+        eng_errf(err, n_err, "%s", eng_state_errmsg(f->cpu));
+    return st;
+}
+
+eng_status eng_fwd_init(eng_fwd *f, const eng_model *m, int gpu, int n_ctx, int n_batch, eng_policy *p,
+                        char *err, size_t n_err) {
+    memset(f, 0, sizeof *f);
+    f->policy = p;
+    eng_status st = ENG_OK;
+    if (gpu < 0) {
+        st = cpu_state(f, m, n_ctx, n_batch, err, n_err);
+    } else {
+        const kn_cuda_api *api = eng_fwd_open_device(gpu, &st, err, n_err);
+        int native = !p || strcmp(eng_policy_name(p), "full") == 0;
+        if (!api) {
+            /* st and err set by the probe */
+        } else if (native) {
+            st = eng_gpu_state_init(&f->gpu, api, m, gpu, n_ctx, n_batch, err, n_err);
+        } else if ((st = cpu_state(f, m, n_ctx, n_batch, err, n_err)) == ENG_OK &&
+                   (st = eng_gpu_state_init(&f->gpu, api, m, gpu, 0, f->cpu->n_batch, err, n_err)) == ENG_OK &&
+                   (st = eng_state_set_device(f->cpu, f->gpu)) != ENG_OK) {
+            eng_errf(err, n_err, "%s", eng_state_errmsg(f->cpu));
+        }
+    }
+    if (st != ENG_OK) {
+        eng_fwd_free(f);
+        return st;
+    }
+    f->logits = f->cpu ? f->cpu->logits : f->gpu->logits;
+    f->n_batch = f->cpu ? f->cpu->n_batch : f->gpu->n_batch;
     return ENG_OK;
 }
 
 void eng_fwd_free(eng_fwd *f) {
-    eng_state_free(f->cpu);
+    eng_state_free(f->cpu);   /* first: it borrows the device state in offload mode */
     eng_gpu_state_free(f->gpu);
     memset(f, 0, sizeof *f);
 }
 
 eng_status eng_fwd_forward(eng_fwd *f, const int32_t *tokens, int n, float *logits, int all_logits) {
-    return f->gpu ? eng_gpu_forward(f->gpu, tokens, n, logits, all_logits)
-                  : eng_forward(f->cpu, tokens, n, logits, all_logits);
+    if (f->cpu) return eng_forward(f->cpu, tokens, n, logits, all_logits);
+    eng_status st = eng_gpu_forward(f->gpu, tokens, n, logits, all_logits);
+    if (st == ENG_OK && f->policy) {   /* one step per chunk, as the CPU path's step_end counts them */
+        int32_t held = f->gpu->n_held - n;
+        for (int i = 0; i < n; i += f->gpu->n_batch) {
+            held += n - i < f->gpu->n_batch ? n - i : f->gpu->n_batch;
+            eng_policy_account_full(f->policy, held, (int64_t)f->gpu->kv_bytes);
+        }
+    }
+    return st;
+}
+
+eng_status eng_fwd_rollback(eng_fwd *f, int n) {
+    return f->cpu ? eng_state_rollback(f->cpu, n) : eng_gpu_state_rollback(f->gpu, n);
 }
 
 void eng_fwd_reset(eng_fwd *f) {
-    if (f->gpu) eng_gpu_state_reset(f->gpu);
-    else eng_state_reset(f->cpu);
+    if (f->cpu) eng_state_reset(f->cpu);
+    else eng_gpu_state_reset(f->gpu);
 }
 
 const char *eng_fwd_errmsg(const eng_fwd *f) {
-    return f->gpu ? eng_gpu_state_errmsg(f->gpu) : eng_state_errmsg(f->cpu);
+    return f->cpu ? eng_state_errmsg(f->cpu) : eng_gpu_state_errmsg(f->gpu);
 }
 
 const char *eng_fwd_device(const eng_fwd *f) { return f->gpu ? eng_gpu_state_device_name(f->gpu) : "cpu"; }
+
+const char *eng_fwd_mode(const eng_fwd *f) { return !f->gpu ? "cpu" : f->cpu ? "offload" : "device"; }

@@ -350,19 +350,16 @@ static int parse_run_opts(const char *cmd, int argc, char **argv, run_opts *o, c
         }
     }
     if (optind != argc) return usage_error(cmd, "unexpected argument");
-    /* The device runs the full cache only, for now (forward_gpu.h). */
-    if (o->gpu >= 0 && (o->policy || o->draft || o->inter || o->draft_policy || o->inter_policy))
-        return usage_error(cmd, o->policy ? "--policy is not supported with --gpu yet (KV policies run on the CPU only)"
-                                          : "--draft is not supported with --gpu yet (speculative decoding runs on the CPU only)");
     kn_set_threads((int)o->threads);
     return 0;
 }
 
-/* The forward state on the CPU or on --gpu N; 1 after printing why. */
-static int fwd_open(eng_fwd *f, const run_opts *o, const eng_model *m, int n_ctx, int n_batch) {
+/* The forward state on the CPU or on --gpu N, with policy pol (may be
+ * NULL); 1 after printing why. */
+static int fwd_open(eng_fwd *f, const run_opts *o, const eng_model *m, int n_ctx, int n_batch, eng_policy *pol) {
     char err[ERRLEN];
-    if (eng_fwd_init(f, m, (int)o->gpu, n_ctx, n_batch, err, sizeof err) != ENG_OK) return fail("%s%s", err, "");
-    if (f->gpu) fprintf(stderr, "kvrun: --gpu %ld: %s\n", o->gpu, eng_fwd_device(f));
+    if (eng_fwd_init(f, m, (int)o->gpu, n_ctx, n_batch, pol, err, sizeof err) != ENG_OK) return fail("%s%s", err, "");
+    if (f->gpu) fprintf(stderr, "kvrun: --gpu %ld: %s (%s mode)\n", o->gpu, eng_fwd_device(f), eng_fwd_mode(f));
     return 0;
 }
 
@@ -389,7 +386,7 @@ static int cmd_logits(int argc, char **argv) {
     if (parse_ids(txt.v ? txt.v : "", txt.n, &ids, o.ids_file, err)) { fail("%s%s", err, ""); goto done; }
     if (ids.n == 0) { fail("%s: no ids", o.ids_file, ""); goto done; }
     if (load_model(o.model, &m)) goto done;
-    if (fwd_open(&s, &o, m, (int)ids.n, (int)o.batch)) goto done;
+    if (fwd_open(&s, &o, m, (int)ids.n, (int)o.batch, NULL)) goto done;
     size_t V = (size_t)m->cfg.n_vocab;
     logits = eng_alloc(ids.n * V * sizeof(float));
     if (!logits) { fail("out of memory for %s logits", o.ids_file, ""); goto done; }
@@ -470,8 +467,7 @@ static int cmd_ppl(int argc, char **argv) {
     size_t cap = o.chunk ? (size_t)o.chunk : n;
     if (cap > n) cap = n;
     if (pol) cap = (size_t)eng_policy_capacity(pol, (int)n);
-    if (fwd_open(&s, &o, m, (int)cap, o.chunk || o.prefill ? (int)o.batch : 1)) goto done;
-    if (pol && eng_state_set_policy(s.cpu, pol) != ENG_OK) { fail("%s%s", eng_fwd_errmsg(&s), ""); goto done; }
+    if (fwd_open(&s, &o, m, (int)cap, o.chunk || o.prefill ? (int)o.batch : 1, pol)) goto done;
     if (cap > (size_t)m->cfg.n_ctx_train)
         fprintf(stderr, "kvrun ppl: note: %zu tokens of context exceed the model's max_position_embeddings (%d)\n",
                 cap, m->cfg.n_ctx_train);
@@ -612,6 +608,7 @@ static int cmd_generate(int argc, char **argv) {
         so.gamma = (int)o.gamma; so.gamma_max = (int)o.gamma_max; so.schedule = (eng_spec_schedule)o.schedule;
         so.temperature = (float)o.temperature; so.top_k = (int)o.top_k; so.top_p = (float)o.top_p;
         so.seed = (uint64_t)o.seed; so.stop_at_eos = !o.ignore_eos; so.compare = o.compare; so.n_batch = (int)o.batch;
+        so.gpu = (int)o.gpu;
         if (eng_spec_init(&sp, m, dm, im, (int)cap + 2, &so, err, sizeof err) != ENG_OK) { fail("%s%s", err, ""); goto done; }
         for (int l = 0; l < 3; l++)
             if (pol[l] && eng_spec_set_policy(sp, l, pol[l]) != ENG_OK) { fail("%s%s", eng_spec_errmsg(sp), ""); goto done; }
@@ -627,8 +624,7 @@ static int cmd_generate(int argc, char **argv) {
         goto report;
     }
     if (pol[0]) cap = (size_t)eng_policy_capacity(pol[0], (int)cap);
-    if (fwd_open(&s, &o, m, (int)cap, (int)o.batch)) goto done;
-    if (pol[0] && eng_state_set_policy(s.cpu, pol[0]) != ENG_OK) { fail("%s%s", eng_fwd_errmsg(&s), ""); goto done; }
+    if (fwd_open(&s, &o, m, (int)cap, (int)o.batch, pol[0])) goto done;
     if (eng_sampler_init(&smp, m->cfg.n_vocab, (float)o.temperature, (int)o.top_k, (float)o.top_p, (uint64_t)o.seed) != ENG_OK) {
         fail("%s%s", "cannot set up the sampler (bad --temperature/--top-k/--top-p?)", ""); goto done;
     }
@@ -767,7 +763,8 @@ static void usage(FILE *f) {
           "  random-model --shape pythia-160m --out DIR [--dtype f32|f16|bf16] [--seed S] [--tokenizer PATH]\n"
           "common: --threads N (default: all cores), --tokenizer PATH (default DIR/tokenizer.json, then $KV_TOKENIZER),\n"
           "        --batch N (prefill chunk, default 64), --weights auto|f32 (keep 16-bit matrices 16-bit, or not)\n"
-          "        --gpu N (logits, ppl, generate: run on CUDA device N; full cache, no --policy/--draft yet)\n",
+          "        --gpu N (logits, ppl, generate: run on CUDA device N; with a --policy or --draft the\n"
+          "          attention block and KV cache stay on the CPU: offload mode)\n",
           f);
 }
 

@@ -545,20 +545,28 @@ void eng_policy_layer_observe(eng_policy *p, int l, int T) {
     if (p->ops->observe) p->ops->observe(p, l, T);
 }
 
+static void account_step(eng_policy *p, int64_t every);
+
 void eng_policy_step_end(eng_policy *p, int T, int last_chunk) {
     (void)T;
+    if ((p->ops->flags & POL_AT_PREFILL) && p->in_prefill && last_chunk)
+        for (int l = 0; l < p->cfg.n_layer; l++) p->ops->prefill(p, l);
+    p->steps++;
+    account_step(p, -1);
+}
+
+/* One step's statistics: slots held per head from the attached cache (or
+ * the store), or `every` slots in every head of every layer when >= 0. */
+static void account_step(eng_policy *p, int64_t every) {
     const eng_config *c = &p->cfg;
     int L = c->n_layer, NH = c->n_head;
-    if ((p->ops->flags & POL_AT_PREFILL) && p->in_prefill && last_chunk)
-        for (int l = 0; l < L; l++) p->ops->prefill(p, l);
-    p->steps++;
     double all = 0;
     int64_t slots = 0;
     for (int l = 0; l < L; l++) {
-        const int32_t *n = pol_held(p, l);
+        const int32_t *n = every >= 0 ? NULL : pol_held(p, l);
         int64_t sum = 0;
         for (int h = 0; h < NH; h++) {
-            int64_t k = p->store && p->store->tokens ? p->store->tokens(p, l, h) : n[h];
+            int64_t k = every >= 0 ? every : p->store && p->store->tokens ? p->store->tokens(p, l, h) : n[h];
             sum += k;
             if (k > p->tok_max) p->tok_max = k;
         }
@@ -573,6 +581,13 @@ void eng_policy_step_end(eng_policy *p, int T, int last_chunk) {
         if (b > p->peak_bytes) p->peak_bytes = b;
     }
     p->n_steps++;
+}
+
+void eng_policy_account_full(eng_policy *p, int64_t n_held, int64_t kv_alloc) {
+    if (p->st || strcmp(p->name, "full") != 0) return;   /* an attached policy accounts for itself */
+    p->ext_kv_alloc = kv_alloc;
+    p->steps++;
+    account_step(p, n_held);
 }
 
 /* ------------------------------------------------------------ statistics */
@@ -592,7 +607,7 @@ void eng_policy_stats_get(const eng_policy *p, eng_policy_stats *st) {
     st->cache_tokens_max = p->tok_max;
     st->kv_bytes = p->peak_slots * 2 * (int64_t)c->head_dim * (int64_t)sizeof(float);
     if (p->store && p->store->bytes) st->kv_bytes = p->peak_bytes;
-    st->kv_bytes_alloc = p->st ? (int64_t)p->st->kv.bytes + (int64_t)p->store_kv_bytes : 0;
+    st->kv_bytes_alloc = p->st ? (int64_t)p->st->kv.bytes + (int64_t)p->store_kv_bytes : p->ext_kv_alloc;
     st->evictions = p->evictions;
     st->evicted_tokens = (double)p->evictions / ((double)c->n_layer * c->n_head);
     st->triggered = p->evictions > 0 || p->compressed > 0;

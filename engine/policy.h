@@ -89,6 +89,11 @@ int eng_policy_at_prefill(const eng_policy *p);
 eng_status eng_state_set_policy(eng_state *s, eng_policy *p);
 
 void eng_policy_stats_get(const eng_policy *p, eng_policy_stats *st);
+/* The device's full cache (engine/fwd.c, no policy hooks there): account
+ * one step of an unattached "full" policy as if every head of every layer
+ * held n_held slots, with kv_alloc bytes of cache allocated. A no-op for any
+ * other policy and for an attached one (it accounts for itself). */
+void eng_policy_account_full(eng_policy *p, int64_t n_held, int64_t kv_alloc);
 /* Clear the accumulated statistics (not the per-sequence state). */
 void eng_policy_stats_reset(eng_policy *p);
 

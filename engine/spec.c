@@ -86,6 +86,8 @@
  * nothing (beyond growing `out` when it has no room). */
 #include "spec.h"
 
+#include "fwd.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -93,6 +95,7 @@
 typedef struct level {
     const eng_model *m;
     eng_state *st;
+    eng_gpu_state *dev; /* opts.gpu >= 0: st's dense math (offload mode, fwd.h), else NULL */
     int32_t *hist;   /* (n_ctx) ids processed */
     float *logits;   /* (rows, V) */
     float *probs;    /* (rows, V) processed distributions */
@@ -118,6 +121,7 @@ void eng_spec_opts_default(eng_spec_opts *o) {
     o->gamma_max = 16;
     o->schedule = ENG_SPEC_CONSTANT;
     o->top_p = 1.0f;
+    o->gpu = -1;
 }
 
 int eng_spec_schedule_parse(const char *name) {
@@ -266,6 +270,7 @@ static eng_status verify_level(eng_spec *sp, level *v, int base, int m, const fl
 static void level_free(level *l) {
     eng_state_mark_free(l->mark);
     eng_state_free(l->st);
+    eng_gpu_state_free(l->dev);
     eng_free(l->hist);
     eng_free(l->logits);
     eng_free(l->probs);
@@ -321,6 +326,11 @@ eng_status eng_spec_init(eng_spec **out, const eng_model *target, const eng_mode
         eng_spec_free(sp);
         return st;
     }
+    const kn_cuda_api *api = NULL;
+    if (opts->gpu >= 0 && !(api = eng_fwd_open_device(opts->gpu, &st, err, n_err))) {
+        eng_spec_free(sp);
+        return st;
+    }
     sp->seq = eng_alloc((size_t)(n_ctx + sp->rows) * sizeof(int32_t));
     sp->resid = eng_alloc((size_t)sp->V * sizeof(float));
     if (!sp->seq || !sp->resid) goto nomem;
@@ -328,6 +338,11 @@ eng_status eng_spec_init(eng_spec **out, const eng_model *target, const eng_mode
         level *l = &sp->lv[i];
         l->m = ms[i];
         st = eng_state_init(&l->st, l->m, n_ctx, n_batch, err, n_err);
+        if (st == ENG_OK && api) {
+            st = eng_gpu_state_init(&l->dev, api, l->m, opts->gpu, 0, l->st->n_batch, err, n_err);
+            if (st == ENG_OK && (st = eng_state_set_device(l->st, l->dev)) != ENG_OK)
+                eng_errf(err, n_err, "%s", eng_state_errmsg(l->st));
+        }
         if (st != ENG_OK) {
             eng_spec_free(sp);
             return st;

@@ -35,9 +35,11 @@ typedef struct eng_spec_opts {
     int stop_at_eos;        /* stop after the target's eos_id is emitted */
     int compare;            /* also run target-only decoding and fill stats.speedup */
     int n_batch;            /* prefill chunk (0: 64) */
+    int gpu;                /* -1 (default): CPU; >= 0: every level runs offload mode on this CUDA
+                               device (fwd.h): dense math there, cache, policies and marks here */
 } eng_spec_opts;
 
-/* Defaults: gamma 5, gamma_max 16, constant, greedy, no stop at EOS. */
+/* Defaults: gamma 5, gamma_max 16, constant, greedy, no stop at EOS, CPU. */
 void eng_spec_opts_default(eng_spec_opts *o);
 /* "constant" | "heuristic" | "aimd" -> schedule; -1 if unknown. */
 int eng_spec_schedule_parse(const char *name);

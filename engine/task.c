@@ -24,7 +24,8 @@
 #include <time.h>
 
 #include "data.h"
-#include "forward.h"
+#include "fwd.h"
+#include "kn.h"
 #include "model.h"
 #include "policy.h"
 #include "sampler.h"
@@ -72,10 +73,13 @@ eng_status eng_task_ctx_init(eng_task_ctx **out, const char *weights, const char
         return ENG_ERR_NOMEM;
     }
     c->keep_16bit = keep;
+    c->gpu = -1;
     if (tokenizer_path) snprintf(c->tok_fallback, sizeof c->tok_fallback, "%s", tokenizer_path);
     *out = c;
     return ENG_OK;
 }
+
+void eng_task_ctx_set_device(eng_task_ctx *c, int gpu) { c->gpu = gpu < 0 ? -1 : gpu; }
 
 static void model_drop(task_model *tm) {
     eng_model_free(tm->m);
@@ -380,9 +384,10 @@ static eng_status run_ppl(eng_task_ctx *c, const eng_task *t, const int32_t *v, 
     size_t cap = chunk ? ((size_t)chunk < n ? (size_t)chunk : n) : (size_t)eng_policy_capacity(pol, (int)n);
     int V = m->cfg.n_vocab;
     float *pre = NULL; /* (prefill, V) logits of the one-call prompt */
-    eng_state *s = NULL;
-    if ((st = eng_state_init(&s, m, (int)cap, chunk || prefill ? 64 : 1, c->err, sizeof c->err)) != ENG_OK) goto out;
-    if (!chunk && (st = eng_state_set_policy(s, pol)) != ENG_OK) goto fail;
+    eng_fwd f = {0};
+    if ((st = eng_fwd_init(&f, m, c->gpu, (int)cap, chunk || prefill ? 64 : 1, chunk ? NULL : pol, c->err,
+                           sizeof c->err)) != ENG_OK)
+        goto out;
     if (prefill && !(pre = eng_alloc((size_t)prefill * (size_t)V * sizeof(float)))) {
         eng_errf(c->err, sizeof c->err, "ppl.prefill: no memory for %lld x %d logits", (long long)prefill, V);
         st = ENG_ERR_NOMEM;
@@ -393,21 +398,21 @@ static eng_status run_ppl(eng_task_ctx *c, const eng_task *t, const int32_t *v, 
     if (!chunk) {
         /* the prompt in one call (prefill-time policies compress it), then token by token */
         if (prefill) {
-            if ((st = eng_forward(s, v, (int)prefill, pre, 1)) != ENG_OK) goto fail;
+            if ((st = eng_fwd_forward(&f, v, (int)prefill, pre, 1)) != ENG_OK) goto fail;
             score_rows(pre, (int)prefill, V, v + 1, &nll, &correct, &scored);
         }
         for (size_t i = (size_t)prefill; i + 1 < n; i++) {
-            if ((st = eng_forward(s, v + i, 1, s->logits, 0)) != ENG_OK) goto fail;
-            score_rows(s->logits, 1, V, v + i + 1, &nll, &correct, &scored);
+            if ((st = eng_fwd_forward(&f, v + i, 1, f.logits, 0)) != ENG_OK) goto fail;
+            score_rows(f.logits, 1, V, v + i + 1, &nll, &correct, &scored);
         }
     } else {
         for (size_t c0 = 0; c0 + 1 < n; c0 += cap) {
             size_t w = n - c0 < cap ? n - c0 : cap;
-            eng_state_reset(s);
-            for (size_t i = 0; i + 1 < w; i += (size_t)s->n_batch) {
-                int T = (int)((w - 1 - i) < (size_t)s->n_batch ? (w - 1 - i) : (size_t)s->n_batch);
-                if ((st = eng_forward(s, v + c0 + i, T, s->logits, 1)) != ENG_OK) goto fail;
-                score_rows(s->logits, T, V, v + c0 + i + 1, &nll, &correct, &scored);
+            eng_fwd_reset(&f);
+            for (size_t i = 0; i + 1 < w; i += (size_t)f.n_batch) {
+                int T = (int)((w - 1 - i) < (size_t)f.n_batch ? (w - 1 - i) : (size_t)f.n_batch);
+                if ((st = eng_fwd_forward(&f, v + c0 + i, T, f.logits, 1)) != ENG_OK) goto fail;
+                score_rows(f.logits, T, V, v + c0 + i + 1, &nll, &correct, &scored);
             }
         }
     }
@@ -418,8 +423,9 @@ static eng_status run_ppl(eng_task_ctx *c, const eng_task *t, const int32_t *v, 
     r->accuracy = (double)correct / (double)scored;
     r->tokens_per_s = dt > 0 ? (double)scored / dt : NAN;
     int k = snprintf(r->extras_json, sizeof r->extras_json, "{\"mode\":\"%s\",\"chunk\":%lld,\"prefill\":%lld,"
-                     "\"context_over_train\":%s,", chunk ? "chunked" : "streaming", (long long)chunk,
-                     (long long)prefill, (chunk ? cap : n) > (size_t)m->cfg.n_ctx_train ? "true" : "false");
+                     "\"context_over_train\":%s,\"backend\":\"%s\",", chunk ? "chunked" : "streaming",
+                     (long long)chunk, (long long)prefill,
+                     (chunk ? cap : n) > (size_t)m->cfg.n_ctx_train ? "true" : "false", eng_fwd_mode(&f));
     if (chunk) {
         r->cache_tokens_max = (int64_t)(cap - 1);
         r->cache_tokens_mean = (double)cap / 2.0;
@@ -432,10 +438,10 @@ static eng_status run_ppl(eng_task_ctx *c, const eng_task *t, const int32_t *v, 
     }
     goto out;
 fail:
-    eng_errf(c->err, sizeof c->err, "%s", eng_state_errmsg(s));
+    eng_errf(c->err, sizeof c->err, "%s", eng_fwd_errmsg(&f));
 out:
     eng_free(pre);
-    eng_state_free(s);
+    eng_fwd_free(&f);
     eng_policy_free(pol);
     return st;
 }
@@ -452,17 +458,16 @@ static eng_status run_speed(eng_task_ctx *c, const eng_task *t, const int32_t *v
     }
     eng_policy *pol = NULL;
     if ((st = eng_policy_create(&pol, t->policy, &t->params, &m->cfg, c->err, sizeof c->err)) != ENG_OK) return st;
-    eng_state *s = NULL;
+    eng_fwd f = {0};
     int cap = eng_policy_capacity(pol, (int)(prefill + decode));
-    if ((st = eng_state_init(&s, m, cap, 64, c->err, sizeof c->err)) != ENG_OK) goto out;
-    if ((st = eng_state_set_policy(s, pol)) != ENG_OK) goto fail;
+    if ((st = eng_fwd_init(&f, m, c->gpu, cap, 64, pol, c->err, sizeof c->err)) != ENG_OK) goto out;
     double t0 = now_s();
-    if ((st = eng_forward(s, v, (int)prefill, s->logits, 0)) != ENG_OK) goto fail;
-    int32_t next = eng_argmax(s->logits, m->cfg.n_vocab);
+    if ((st = eng_fwd_forward(&f, v, (int)prefill, f.logits, 0)) != ENG_OK) goto fail;
+    int32_t next = eng_argmax(f.logits, m->cfg.n_vocab);
     double t1 = now_s();
     for (int64_t i = 1; i < decode; i++) {
-        if ((st = eng_forward(s, &next, 1, s->logits, 0)) != ENG_OK) goto fail;
-        next = eng_argmax(s->logits, m->cfg.n_vocab);
+        if ((st = eng_fwd_forward(&f, &next, 1, f.logits, 0)) != ENG_OK) goto fail;
+        next = eng_argmax(f.logits, m->cfg.n_vocab);
     }
     double t2 = now_s();
     r->ttft_ms = (t1 - t0) * 1e3;
@@ -470,15 +475,17 @@ static eng_status run_speed(eng_task_ctx *c, const eng_task *t, const int32_t *v
     r->tokens_per_s = decode > 1 ? (double)(decode - 1) / (t2 - t1) : NAN;
     r->tokens = decode;
     int k = snprintf(r->extras_json, sizeof r->extras_json,
-                     "{\"prefill\":%lld,\"decode\":%lld,\"prefill_tokens_per_s\":%.6g,\"threads\":%d,",
-                     (long long)prefill, (long long)decode, (double)prefill / (t1 - t0), s->n_threads);
+                     "{\"prefill\":%lld,\"decode\":%lld,\"prefill_tokens_per_s\":%.6g,\"threads\":%d,"
+                     "\"backend\":\"%s\",\"device\":\"%s\",",
+                     (long long)prefill, (long long)decode, (double)prefill / (t1 - t0), kn_get_threads(),
+                     eng_fwd_mode(&f), eng_fwd_device(&f));
     k += policy_report(pol, r, r->extras_json + k, sizeof r->extras_json - (size_t)k - 2);
     snprintf(r->extras_json + k, sizeof r->extras_json - (size_t)k, "}");
     goto out;
 fail:
-    eng_errf(c->err, sizeof c->err, "%s", eng_state_errmsg(s));
+    eng_errf(c->err, sizeof c->err, "%s", eng_fwd_errmsg(&f));
 out:
-    eng_state_free(s);
+    eng_fwd_free(&f);
     eng_policy_free(pol);
     return st;
 }
@@ -518,6 +525,7 @@ static eng_status run_spec(eng_task_ctx *c, const eng_task *t, const int32_t *v,
     o.top_p = (float)top_p;
     o.seed = t->seed;
     o.compare = 1;
+    o.gpu = c->gpu;
     eng_spec *sp = NULL;
     eng_policy *pol[3] = {NULL, NULL, NULL};   /* target (the job's policy), draft, intermediate */
     eng_ids out = {0};
@@ -552,9 +560,9 @@ static eng_status run_spec(eng_task_ctx *c, const eng_task *t, const int32_t *v,
     r->spec_speedup = ss.speedup;
     int k = snprintf(r->extras_json, sizeof r->extras_json,
                      "{\"schedule\":\"%s\",\"gamma\":%d,\"gamma_max\":%d,\"base_tokens_per_s\":%.6g,"
-                     "\"resampled\":%ld,\"draft_fingerprint\":\"%s\",",
+                     "\"resampled\":%ld,\"draft_fingerprint\":\"%s\",\"backend\":\"%s\",",
                      eng_spec_schedule_name(o.schedule), o.gamma, o.gamma_max, ss.base_tokens_per_s, ss.resampled,
-                     c->draft.fingerprint);
+                     c->draft.fingerprint, c->gpu >= 0 ? "offload" : "cpu");
     /* cache columns: the target's policy (a full cache when the job's policy is full) */
     if (strcmp(t->policy, "full") != 0) k += policy_report(pol[0], r, r->extras_json + k, sizeof r->extras_json - (size_t)k - 64);
     else {

@@ -28,8 +28,10 @@
  *          the repeated sentences), prefilled in one call with the job's
  *          policy, then greedy decoding; accuracy = exact matches / trials,
  *          tokens = all tokens the model ran (prompts + generated).
- * Any policy other than "full" fails with ENG_ERR_UNSUPPORTED until the
- * policy framework accepts it; nothing is silently ignored. */
+ * An unknown policy or param fails the job naming it; nothing is silently
+ * ignored. With eng_task_ctx_set_device every task runs on a CUDA device
+ * (engine/fwd.h); a device that cannot be opened is ENG_ERR_DEVICE, which
+ * kvworker treats as the worker's fault, not the job's. */
 #ifndef ENGINE_TASK_H
 #define ENGINE_TASK_H
 
@@ -94,6 +96,11 @@ eng_status eng_task_ctx_prepare(eng_task_ctx *c, const eng_task *t);
 /* Runs the task (prepare is implied). */
 eng_status eng_task_run(eng_task_ctx *c, const eng_task *t, eng_task_result *r);
 const char *eng_task_errmsg(const eng_task_ctx *c);
+/* Run every later task on CUDA device gpu (-1, the default: the CPU): the
+ * full cache in device mode, any other policy and speculative decoding in
+ * offload mode (fwd.h). The device is opened by each run, not here, so a
+ * process may set it before fork() and touch CUDA only in the child. */
+void eng_task_ctx_set_device(eng_task_ctx *c, int gpu);
 /* The loaded target model (NULL before the first prepare); tests use it to
  * check that a model is kept between jobs. */
 const struct eng_model *eng_task_ctx_target(const eng_task_ctx *c);

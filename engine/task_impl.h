@@ -22,6 +22,7 @@ typedef struct task_model {
 
 struct eng_task_ctx {
     int keep_16bit;
+    int gpu;            /* CUDA device of every run (fwd.h), -1: the CPU */
     char tok_fallback[1024];
     task_model target, draft, mid;
     eng_tokenizer *tok;

@@ -42,7 +42,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "forward.h"
+#include "fwd.h"
 #include "sampler.h"
 
 #define PK_UNIT_MAX 48 /* tokens: the longest haystack unit cut from data */
@@ -264,13 +264,12 @@ eng_status task_passkey_run(eng_task_ctx *c, const eng_task *t, const int32_t *v
     task_passkey_job job;
     if ((st = task_passkey_job_init(&job, c->tok, v, n, &o, c->err, sizeof c->err)) != ENG_OK) return st;
     eng_policy *pol = NULL;
-    eng_state *s = NULL;
+    eng_fwd f = {0};
     task_passkey_trial tr = {0};
     eng_buf text = {0};
     if ((st = eng_policy_create(&pol, t->policy, &t->params, &m->cfg, c->err, sizeof c->err)) != ENG_OK) goto out;
     int cap = eng_policy_capacity(pol, (int)o.context + PK_GEN_MAX);
-    if ((st = eng_state_init(&s, m, cap, 64, c->err, sizeof c->err)) != ENG_OK) goto out;
-    if ((st = eng_state_set_policy(s, pol)) != ENG_OK) goto fail;
+    if ((st = eng_fwd_init(&f, m, c->gpu, cap, 64, pol, c->err, sizeof c->err)) != ENG_OK) goto out;
     char *x = r->extras_json;
     size_t n_x = sizeof r->extras_json;
     char detail[3000];
@@ -281,14 +280,14 @@ eng_status task_passkey_run(eng_task_ctx *c, const eng_task *t, const int32_t *v
         if ((st = task_passkey_trial_make(&job, c->tok, t->seed, i, &tr, c->err, sizeof c->err)) != ENG_OK)
             goto out;
         int32_t gen[PK_GEN_MAX];
-        eng_state_reset(s);
+        eng_fwd_reset(&f);
         double t0 = pk_now_s();
-        if ((st = eng_forward(s, tr.prompt.v, (int)tr.prompt.n, s->logits, 0)) != ENG_OK) goto fail;
-        gen[0] = eng_argmax(s->logits, m->cfg.n_vocab);
+        if ((st = eng_fwd_forward(&f, tr.prompt.v, (int)tr.prompt.n, f.logits, 0)) != ENG_OK) goto fail;
+        gen[0] = eng_argmax(f.logits, m->cfg.n_vocab);
         double t1 = pk_now_s();
         for (int g = 1; g < tr.n_gen; g++) {
-            if ((st = eng_forward(s, &gen[g - 1], 1, s->logits, 0)) != ENG_OK) goto fail;
-            gen[g] = eng_argmax(s->logits, m->cfg.n_vocab);
+            if ((st = eng_fwd_forward(&f, &gen[g - 1], 1, f.logits, 0)) != ENG_OK) goto fail;
+            gen[g] = eng_argmax(f.logits, m->cfg.n_vocab);
         }
         double t2 = pk_now_s();
         t_pre += t1 - t0;
@@ -329,11 +328,11 @@ eng_status task_passkey_run(eng_task_ctx *c, const eng_task *t, const int32_t *v
              shown ? det_end[shown - 1] : 0, detail);
     goto out;
 fail:
-    eng_errf(c->err, sizeof c->err, "%s", eng_state_errmsg(s));
+    eng_errf(c->err, sizeof c->err, "%s", eng_fwd_errmsg(&f));
 out:
     task_passkey_trial_free(&tr);
     eng_buf_free(&text);
-    eng_state_free(s);
+    eng_fwd_free(&f);
     eng_policy_free(pol);
     task_passkey_job_free(&job);
     return st;

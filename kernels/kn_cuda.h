@@ -41,10 +41,12 @@
 extern "C" {
 #endif
 
-/* Bumped whenever kn_cuda_api changes; the loader refuses any other. */
-#define KN_CUDA_ABI 1
+/* Bumped whenever kn_cuda_api changes; the loader refuses any other.
+ * 2: graph_begin/end/launch/free and copy_d2h_async. */
+#define KN_CUDA_ABI 2
 
-typedef struct kn_cuda_ctx kn_cuda_ctx;   /* device, stream, cuBLAS handle, arena, last error */
+typedef struct kn_cuda_ctx kn_cuda_ctx;     /* device, stream, cuBLAS handle, arena, last error */
+typedef struct kn_cuda_graph kn_cuda_graph; /* an instantiated capture (cudaGraphExec_t), replayable */
 
 typedef struct kn_cuda_api {
     uint32_t abi;              /* KN_CUDA_ABI */
@@ -63,7 +65,7 @@ typedef struct kn_cuda_api {
     void (*ctx_free)(kn_cuda_ctx *c);                 /* NULL is a no-op; waits for the stream */
     const char *(*errmsg)(const kn_cuda_ctx *c);      /* last error; borrowed, valid until the next call */
     const char *(*device_name)(const kn_cuda_ctx *c); /* "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)" */
-    void *(*stream)(kn_cuda_ctx *c);                  /* the cudaStream_t, for graph capture later */
+    void *(*stream)(kn_cuda_ctx *c);                  /* the cudaStream_t (NULL in the mock) */
     kn_status (*sync)(kn_cuda_ctx *c);                /* waits for every op enqueued so far */
     /* 16-bit-weight GEMMs (M > 8): 2 (default) splits each activation into
      * two 16-bit terms, near-fp32 accuracy; 1 rounds it once, one GEMM. */
@@ -79,8 +81,42 @@ typedef struct kn_cuda_api {
     kn_status (*copy_h2d)(kn_cuda_ctx *c, void *d_dst, const void *src, size_t bytes);
     /* Waits for the stream: dst holds the data on return. */
     kn_status (*copy_d2h)(kn_cuda_ctx *c, void *dst, const void *d_src, size_t bytes);
+    /* Enqueues the copy and returns: dst must be pinned (host_alloc) and
+     * holds the data after the next sync. Capturable (copy_d2h is not). */
+    kn_status (*copy_d2h_async)(kn_cuda_ctx *c, void *dst, const void *d_src, size_t bytes);
     kn_status (*copy_d2d)(kn_cuda_ctx *c, void *d_dst, const void *d_src, size_t bytes);
     kn_status (*mem_set)(kn_cuda_ctx *c, void *d_dst, int byte, size_t bytes);
+
+    /* ---- CUDA graphs: capture a sequence of ops once, replay it with one launch.
+     * graph_begin puts the stream in capture mode (cudaStreamBeginCapture,
+     * cudaStreamCaptureModeThreadLocal): the ops called until graph_end are
+     * recorded, not run, and graph_end instantiates them (EndCapture +
+     * cudaGraphInstantiate; on failure the capture is ended all the same,
+     * nothing is leaked, *out is NULL and errmsg names the call and
+     * file:line). graph_launch enqueues one replay on the stream; call sync
+     * (or copy_d2h) to wait for it. What may be captured:
+     *  - ops, copy_h2d, copy_d2h_async, copy_d2d and mem_set whose host
+     *    arguments (pointers, shapes, scalars) are the same at every replay:
+     *    a replay re-runs the launches exactly as recorded, so per-step values
+     *    (token, position, held count) must reach the ops through device
+     *    memory, uploaded inside the graph from pinned memory;
+     *  - host<->device copies only from/to pinned memory (host_alloc) at
+     *    addresses fixed for the graph's lifetime: the copy node reads or
+     *    writes that memory when the replay runs, not when it was recorded;
+     *  - never mem_alloc, host_alloc, mem_free, host_free, sync or copy_d2h
+     *    (it syncs): CUDA refuses them while capturing, the op returns
+     *    KN_ERR_CUDA and the capture is invalidated (graph_end then fails).
+     * A failed op inside a capture leaves it open: call graph_end anyway to
+     * close it, and free what it returns. KV_CUDA_SYNC=1 does not
+     * synchronize while capturing (it would invalidate the capture); it
+     * synchronizes after each graph_launch instead. cuBLAS is capturable
+     * because ctx_init gave it its workspace (no allocation inside a
+     * capture). The ops read the context's arena: replays run in stream
+     * order with every other op, like eager calls. */
+    kn_status (*graph_begin)(kn_cuda_ctx *c);
+    kn_status (*graph_end)(kn_cuda_ctx *c, kn_cuda_graph **out);
+    kn_status (*graph_launch)(kn_cuda_ctx *c, kn_cuda_graph *g);
+    void (*graph_free)(kn_cuda_ctx *c, kn_cuda_graph *g);   /* NULL is a no-op; a running replay completes */
 
     /* ---- the ops (contracts in kn.h) */
     /* y(M,N) = x(M,K)·w(N,K)ᵀ + b(N), w fp32 or fp16/bf16 (uint16 bits), b may be NULL. */

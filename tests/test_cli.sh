@@ -128,16 +128,15 @@ expect "bad --draft-policy" 1 "draft-policy" -- "$kv" generate --model "$sm" --d
 expect "bad --schedule" 2 "schedule" -- "$kv" generate --model "$sm" --draft "$data/models/m32-f16" --schedule fast --prompt-ids 1
 expect "draft vocab mismatch" 1 "vocabulary mismatch" -- "$kv" generate --model "$sm" --draft "$data/models/m256-f16" --prompt-ids 1
 
-# --gpu N (full cache on the CUDA backend): without a device it exits 1 with
-# the loader's reason; with the mock library (CPU ops behind the CUDA table,
-# build/tests/libkvcuda_mock.so) the whole --gpu path runs and must equal
-# the CPU output exactly. A CUDA=0 build never loads any library.
+# --gpu N (full cache on the CUDA backend; policies and --draft in offload
+# mode): without a device it exits 1 with the loader's reason; with the mock
+# library (CPU ops behind the CUDA table, build/tests/libkvcuda_mock.so) the
+# whole --gpu path runs and must equal the CPU output exactly. A CUDA=0
+# build never loads any library.
 "$kv" logits --model "$sm" --ids-file "$sg/all_ids.txt" --out "$tmp/g.f32" --gpu 0 > "$tmp/gpu0" 2>&1; got=$?
 if [ $got -eq 0 ] || { [ $got -eq 1 ] && grep -q -- "--gpu 0: no CUDA device available (" "$tmp/gpu0"; }; then
     ok "--gpu 0 runs or exits 1 with the loader's reason"
 else bad "--gpu 0 (rc $got: $(head -c 300 "$tmp/gpu0"))"; fi
-expect "--gpu with --policy is a usage error" 2 "not supported with --gpu" -- "$kv" ppl --model "$sm" --data "$data/datasets/plain.txt" --gpu 0 --policy h2o
-expect "--gpu with --draft is a usage error" 2 "not supported with --gpu" -- "$kv" generate --model "$sm" --draft "$data/models/m32-f16" --prompt-ids 1 --gpu 0
 mock=$build/tests/libkvcuda_mock.so
 if [ -f "$mock" ] && ! grep -q "built without CUDA" "$tmp/gpu0"; then
     mk() { KV_CUDA_LIB=$(cd "$(dirname "$mock")" && pwd)/$(basename "$mock") "$@"; }
@@ -150,7 +149,7 @@ if [ -f "$mock" ] && ! grep -q "built without CUDA" "$tmp/gpu0"; then
         > "$tmp/ggen" 2>/dev/null
     [ "$(tail -n 1 "$tmp/ggen")" = "$(cat "$sg/greedy_ids.txt")" ] && ok "generate --gpu 0 (mock) greedy == HF" ||
         bad "generate --gpu 0 (mock) greedy == HF"
-    for mode in "" "--chunk 40" "--prefill 30"; do
+    for mode in "" "--chunk 40" "--prefill 30" "--policy h2o:sink=2,heavy=8,recent=24" "--prefill 40 --policy snapkv:budget=24,window=4"; do
         # shellcheck disable=SC2086
         "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 200 $mode --json 2>/dev/null |
             sed 's/"tokens_per_s":[0-9.e+-]*//' > "$tmp/pc"
@@ -160,6 +159,15 @@ if [ -f "$mock" ] && ! grep -q "built without CUDA" "$tmp/gpu0"; then
         [ -s "$tmp/pc" ] && cmp -s "$tmp/pc" "$tmp/pg" && ok "ppl ${mode:-streaming} --gpu 0 (mock) == CPU" ||
             bad "ppl ${mode:-streaming} --gpu 0 (mock) == CPU ($(cat "$tmp/pc") vs $(cat "$tmp/pg"))"
     done
+    mk "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 60 --policy streaming:sink=4,recent=16 --gpu 0 \
+        2>&1 >/dev/null | grep -q "offload mode" && ok "ppl --policy --gpu 0 says offload mode" || bad "ppl --policy --gpu 0: no offload mode line"
+    sp="--max-new 40 --ignore-eos --print-ids --draft $sm --policy h2o:sink=2,heavy=8,recent=12 --draft-policy window:recent=8"
+    # shellcheck disable=SC2086
+    "$kv" generate --model "$sm" --prompt-ids "$(cat "$sg/prompt_ids.txt")" $sp > "$tmp/sc" 2>/dev/null
+    # shellcheck disable=SC2086
+    mk "$kv" generate --model "$sm" --prompt-ids "$(cat "$sg/prompt_ids.txt")" $sp --gpu 0 > "$tmp/sg" 2>/dev/null
+    [ -s "$tmp/sc" ] && [ "$(tail -n 1 "$tmp/sc")" = "$(tail -n 1 "$tmp/sg")" ] && ok "generate --draft --policy --gpu 0 (mock, offload) == CPU" ||
+        bad "generate --draft --policy --gpu 0 (mock) == CPU"
     expect "--gpu 1 with one (mock) device" 1 "no such device" -- mk "$kv" logits --model "$sm" --ids-file "$sg/all_ids.txt" --out "$tmp/g.f32" --gpu 1
 fi
 

@@ -26,6 +26,7 @@
 
 static const kn_cuda_api *A;
 static kn_cuda_ctx *C;
+static int A_device;   /* C's device */
 
 /* ------------------------------------------------------------ plumbing */
 
@@ -590,6 +591,152 @@ static void test_argmax_softmax(void) {
     }
 }
 
+/* ------------------------------------------------------------ CUDA graphs */
+
+/* The decode step's shapes in small: x(1,K) -> fp32 matmul (cuBLAS) and
+ * fp16 matmul (GEMV) into (1, 3·NH·D) rows, attention of the fp32 row's q
+ * over a split-K cache with n_vis read from the device. The per-step
+ * inputs (x, n_vis) come from pinned memory, the outputs go back to it. */
+typedef struct graph_case {
+    int K, NH, D, cap, N;
+    float *dx, *dw, *db, *dq, *dq16, *dk, *dv, *dout;
+    uint16_t *dw16;
+    int32_t *dvis;
+    void *pin;                 /* host_alloc: x(K), vis(NH), out(NH·D), q16(N) */
+    float *px, *pout, *pq16;
+    int32_t *pvis;
+} graph_case;
+
+static kn_status graph_case_ops(kn_cuda_ctx *c, const graph_case *g) {
+    kn_status st;
+    size_t q_stride = (size_t)g->N;
+    if ((st = A->copy_h2d(c, g->dx, g->px, (size_t)g->K * 4)) != KN_OK) return st;
+    if ((st = A->copy_h2d(c, g->dvis, g->pvis, (size_t)g->NH * 4)) != KN_OK) return st;
+    if ((st = A->matmul(c, g->dq, g->dx, g->dw, KN_W_F32, g->db, 1, g->K, g->N)) != KN_OK) return st;
+    if ((st = A->matmul(c, g->dq16, g->dx, g->dw16, KN_W_F16, g->db, 1, g->K, g->N)) != KN_OK) return st;
+    if ((st = A->attention(c, g->dout, g->dq, q_stride, g->dk, g->dv, 1, g->NH, g->D, g->cap, g->dvis, NULL)) != KN_OK)
+        return st;
+    if ((st = A->copy_d2h_async(c, g->pout, g->dout, (size_t)g->NH * g->D * 4)) != KN_OK) return st;
+    return A->copy_d2h_async(c, g->pq16, g->dq16, (size_t)g->N * 4);
+}
+
+/* Captures graph_case_ops; NULL (with the reason printed) on failure, the
+ * capture closed in every case. */
+static kn_cuda_graph *graph_case_capture(kn_cuda_ctx *c, const graph_case *g) {
+    kn_cuda_graph *gr = NULL;
+    if (A->graph_begin(c) != KN_OK) {
+        printf("\n    graph_begin: %s\n", A->errmsg(c));
+        return NULL;
+    }
+    kn_status st = graph_case_ops(c, g);
+    if (st != KN_OK) printf("\n    op inside the capture: %s\n", A->errmsg(c));
+    if (A->graph_end(c, &gr) != KN_OK) printf("\n    graph_end: %s\n", A->errmsg(c));
+    if (st != KN_OK) {
+        A->graph_free(c, gr);
+        return NULL;
+    }
+    return gr;
+}
+
+static void test_graph(void) {
+    graph_case g = {.K = 320, .NH = 4, .D = 64, .cap = 3000};
+    g.N = 3 * g.NH * g.D;
+    size_t nkv = (size_t)g.NH * g.cap * g.D, no = (size_t)g.NH * g.D;
+    float *w = rnd((size_t)g.N * g.K, 0.1f, 0), *b = rnd((size_t)g.N, 1, 0);
+    uint16_t *w16 = hbuf((size_t)g.N * g.K * 2);
+    for (size_t i = 0; i < (size_t)g.N * g.K; i++) w16[i] = to16(w[i], KN_W_F16);
+    float *k = rnd(nkv, 1, 0), *v = rnd(nkv, 1, 0);
+    g.dw = dev_put(w, (size_t)g.N * g.K * 4);
+    g.dw16 = dev_put(w16, (size_t)g.N * g.K * 2);
+    g.db = dev_put(b, (size_t)g.N * 4);
+    g.dk = dev_put(k, nkv * 4);
+    g.dv = dev_put(v, nkv * 4);
+    g.dx = dev_guarded((size_t)g.K * 4, NULL);
+    g.dq = dev_guarded((size_t)g.N * 4, NULL);
+    g.dq16 = dev_guarded((size_t)g.N * 4, NULL);
+    g.dout = dev_guarded(no * 4, NULL);
+    g.dvis = dev_guarded((size_t)g.NH * 4, NULL);
+    size_t pin_bytes = ((size_t)g.K + g.NH + no + g.N) * 4;
+    OK(A->host_alloc(C, &g.pin, pin_bytes));
+    g.px = g.pin;
+    g.pvis = (int32_t *)(g.px + g.K);
+    g.pout = (float *)(g.pvis + g.NH);
+    g.pq16 = g.pout + no;
+    for (int i = 0; i < g.K; i++) g.px[i] = frand();
+    for (int h = 0; h < g.NH; h++) g.pvis[h] = g.cap;
+    MARK_ALLOCS();
+    // eager once first (modules loaded, cuBLAS heuristics chosen), as the engine does
+    OK(graph_case_ops(C, &g));
+    OK(A->sync(C));
+    kn_cuda_graph *gr = graph_case_capture(C, &g);
+    CU_ASSERT_FATAL(gr != NULL);
+    float *gout = hbuf(no * 4), *gq16 = hbuf((size_t)g.N * 4), *rq = hbuf((size_t)g.N * 4), *rout = hbuf(no * 4);
+    for (int rep = 0; rep < 2; rep++) {
+        // new per-step inputs in the pinned buffers, then replay
+        for (int i = 0; i < g.K; i++) g.px[i] = frand() * (rep ? 2.0f : 0.5f);
+        for (int h = 0; h < g.NH; h++) g.pvis[h] = rep == 0 ? 1 + irand(g.cap) : (h == 0 ? 1 : g.cap - h);
+        OK(A->graph_launch(C, gr));
+        OK(A->sync(C));
+        memcpy(gout, g.pout, no * 4);
+        memcpy(gq16, g.pq16, (size_t)g.N * 4);
+        // the CPU references
+        float *x = hbuf((size_t)g.K * 4);
+        memcpy(x, g.px, (size_t)g.K * 4);
+        kn_matmul_ref(rq, x, w, b, 1, g.K, g.N);
+        kn_attention_ref(rout, rq, (size_t)g.N, k, v, 1, g.NH, g.D, g.cap, g.pvis, NULL);
+        CU_ASSERT(close_enough(gout, rout, no, 2e-5f, 1e-4f, "graph attention vs ref"));
+        float *r16 = hbuf((size_t)g.N * 4);
+        kn_matmul_lp_ref(r16, x, w16, KN_W_F16, b, 1, g.K, g.N);
+        CU_ASSERT(close_enough(gq16, r16, (size_t)g.N, 1e-5f + 1e-7f * g.K, 1e-5f, "graph gemv16 vs ref"));
+        // the same ops eagerly on the same inputs: the same kernels, so the same bits
+        OK(graph_case_ops(C, &g));
+        OK(A->sync(C));
+        int same = memcmp(gout, g.pout, no * 4) == 0 && memcmp(gq16, g.pq16, (size_t)g.N * 4) == 0;
+        printf("\n    graph replay %d: %s eager", rep, same ? "bit-identical to" : "DIFFERS from");
+        CU_ASSERT(close_enough(gout, g.pout, no, 1e-6f, 1e-6f, "graph vs eager attention"));
+        CU_ASSERT(close_enough(gq16, g.pq16, (size_t)g.N, 0.0f, 0.0f, "graph vs eager gemv16"));
+    }
+    A->graph_free(C, gr);
+    NO_OP_ALLOCS();
+
+    // a call CUDA refuses while capturing fails, invalidates the capture, and leaves the context usable
+    OK(A->graph_begin(C));
+    CU_ASSERT_EQUAL(A->gelu(C, g.dq, (size_t)g.N), KN_OK);
+    CU_ASSERT_EQUAL(A->sync(C), KN_ERR_CUDA);
+    printf("\n    expected error: %s", A->errmsg(C));
+    gr = NULL;
+    CU_ASSERT_EQUAL(A->graph_end(C, &gr), KN_ERR_CUDA);
+    printf("\n    expected error: %s\n", A->errmsg(C));
+    CU_ASSERT(gr == NULL && strstr(A->errmsg(C), "cudaStreamEndCapture") != NULL);
+    CU_ASSERT_EQUAL(A->gelu(C, g.dq, (size_t)g.N), KN_OK);
+    CU_ASSERT_EQUAL(A->sync(C), KN_OK);
+
+    // KV_CUDA_SYNC=1 synchronizes after eager launches only: a capture on such a context still works
+    kn_cuda_ctx *C2 = NULL;
+    char err[512];
+    setenv("KV_CUDA_SYNC", "1", 1);
+    kn_status st = A->ctx_init(&C2, A_device, (size_t)16 << 20, err, sizeof err);
+    unsetenv("KV_CUDA_SYNC");
+    CU_ASSERT_FATAL(st == KN_OK);
+    for (int i = 0; i < g.K; i++) g.px[i] = frand();
+    for (int h = 0; h < g.NH; h++) g.pvis[h] = 1 + irand(g.cap);
+    OK(graph_case_ops(C2, &g));
+    OK(A->sync(C2));
+    memcpy(gout, g.pout, no * 4);
+    gr = graph_case_capture(C2, &g);
+    CU_ASSERT(gr != NULL);
+    if (gr) {
+        memset(g.pout, 0, no * 4);
+        OK(A->graph_launch(C2, gr));
+        OK(A->sync(C2));
+        CU_ASSERT(close_enough(g.pout, gout, no, 1e-6f, 1e-6f, "graph under KV_CUDA_SYNC=1"));
+    }
+    A->graph_free(C2, gr);
+    A->ctx_free(C2);
+    A->host_free(C, g.pin);
+    reset();
+}
+
 /* ------------------------------------------------------------ errors */
 
 static void test_errors(void) {
@@ -629,7 +776,8 @@ int main(void) {
     for (int i = 0; i < GUARD_BYTES; i += 4) memcpy(g_guard + i, &GUARD_VAL, 4);
     const char *gpu = getenv("KV_GPU");
     char err[512];
-    if (A->ctx_init(&C, gpu ? atoi(gpu) : 0, (size_t)256 << 20, err, sizeof err) != KN_OK) {
+    A_device = gpu ? atoi(gpu) : 0;
+    if (A->ctx_init(&C, A_device, (size_t)256 << 20, err, sizeof err) != KN_OK) {
         printf("FAIL test_cuda_ops: ctx_init: %s\n", err);
         return 1;
     }
@@ -650,6 +798,7 @@ int main(void) {
     CU_add_test(s, "pool1d avg/max vs ref", test_pool1d);
     CU_add_test(s, "KIVI quantize/dequantize bit-equal to ref", test_kivi);
     CU_add_test(s, "argmax and softmax(temperature) vs ref", test_argmax_softmax);
+    CU_add_test(s, "CUDA graph: capture, replay with new inputs == eager, refused sync, KV_CUDA_SYNC=1", test_graph);
     CU_add_test(s, "errors: bad shapes, failed CUDA call", test_errors);
     int rc = tu_run();
     A->ctx_free(C);

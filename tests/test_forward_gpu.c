@@ -299,7 +299,7 @@ static void test_faults(void) {
         cuda_mock_fail_after(-1);
         if (st == ENG_OK) { eng_gpu_state_free(gs); break; }
         n_init_fail++;
-        CU_ASSERT_EQUAL(st, ENG_ERR_CUDA);
+        CU_ASSERT(st == ENG_ERR_CUDA || (k == 0 && st == ENG_ERR_DEVICE));   /* ctx_init: the device would not open */
         CU_ASSERT_PTR_NULL(gs);
         CU_ASSERT(strstr(err, "injected failure") != NULL);
         if (k == 0 || k == 1) printf("\n    init failure %ld: %s", k, err);
@@ -328,6 +328,221 @@ static void test_faults(void) {
     CU_ASSERT_EQUAL(eng_gpu_forward(gs, f.ids, 6, gs->logits, 0), ENG_OK);
     eng_gpu_state_free(gs);
     eng_model_free(f.m);
+}
+
+/* ---- CUDA graphs of the single-token step */
+
+/* A state with graphs on (the default) or off (KV_CUDA_GRAPHS=0 at init). */
+static eng_gpu_state *gpu_state_graphs(const eng_model *m, int n_ctx, int n_batch, int graphs) {
+    if (!graphs) setenv("KV_CUDA_GRAPHS", "0", 1);
+    eng_gpu_state *gs = gpu_state(m, n_ctx, n_batch);
+    if (!graphs) unsetenv("KV_CUDA_GRAPHS");
+    return gs;
+}
+
+/* The three engines of test_graph_decode, driven with the same tokens. */
+typedef struct trio {
+    eng_state *cpu;
+    eng_gpu_state *graph, *eager;
+    float *lc, *lg, *le;   /* (V) each: the last call's logits */
+    int V, steps, bad_graph, bad_cpu;
+    cmp dev;               /* device only: graph and eager vs the CPU */
+} trio;
+
+/* n tokens through all three; logits compared unless want_logits is 0 (then
+ * NULL is passed: the graph path must cope). 0 on an engine error. */
+static int trio_forward(trio *t, const int32_t *tok, int n, int want_logits) {
+    eng_status a = eng_forward(t->cpu, tok, n, want_logits ? t->lc : NULL, 0);
+    eng_status b = eng_gpu_forward(t->graph, tok, n, want_logits ? t->lg : NULL, 0);
+    eng_status c = eng_gpu_forward(t->eager, tok, n, want_logits ? t->le : NULL, 0);
+    if (a != ENG_OK || b != ENG_OK || c != ENG_OK) {
+        printf("\n    forward of %d: cpu %d, graph %d (%s), eager %d (%s)", n, a, b, eng_gpu_state_errmsg(t->graph), c,
+               eng_gpu_state_errmsg(t->eager));
+        return 0;
+    }
+    if (n == 1) t->steps++;
+    if (!want_logits) return 1;
+    size_t bytes = (size_t)t->V * sizeof(float);
+    if (g_real) {
+        cmp_rows(&t->dev, t->lg, t->lc, 1, t->V);
+        cmp_rows(&t->dev, t->le, t->lc, 1, t->V);
+    } else {
+        t->bad_graph += memcmp(t->lg, t->le, bytes) != 0;
+        t->bad_cpu += memcmp(t->lg, t->lc, bytes) != 0;
+    }
+    return 1;
+}
+
+/* Greedy steps from the CPU engine's last logits. */
+static int trio_greedy(trio *t, int steps) {
+    for (int i = 0; i < steps; i++) {
+        int32_t tok = eng_argmax(t->lc, t->V);
+        if (!trio_forward(t, &tok, 1, 1)) return 0;
+    }
+    return 1;
+}
+
+/* >= 40 greedy decode steps after a prefill, through the graph, against
+ * the same steps eagerly (KV_CUDA_GRAPHS=0) and on the CPU engine: on the
+ * mock every step's logits are bit-identical, across a rollback (to a
+ * different token) and a reset (a new prompt); the step is captured once,
+ * replayed for every later one, and allocates nothing. */
+static void test_graph_decode(void) {
+    const char *names[] = {"m64-f32", "m32-f16", "seqres-f32"};
+    for (int k = 0; k < 3; k++) {
+        int keep16 = g_keep16;
+        g_keep16 = k == 1;
+        fixture f;
+        int loaded = fixture_load(&f, names[k]);
+        g_keep16 = keep16;
+        CU_ASSERT_FATAL(loaded == 0);
+        trio t = {.V = f.m->cfg.n_vocab};
+        int n_ctx = f.N, n_batch = 16;
+        char err[256];
+        CU_ASSERT_FATAL(eng_state_init(&t.cpu, f.m, n_ctx, n_batch, err, sizeof err) == ENG_OK);
+        t.graph = gpu_state_graphs(f.m, n_ctx, n_batch, 1);
+        t.eager = gpu_state_graphs(f.m, n_ctx, n_batch, 0);
+        CU_ASSERT_FATAL(t.graph != NULL && t.eager != NULL);
+        CU_ASSERT_STRING_EQUAL(eng_gpu_state_graph_status(t.graph), "on");
+        CU_ASSERT_STRING_EQUAL(eng_gpu_state_graph_status(t.eager), "off (KV_CUDA_GRAPHS=0)");
+        t.lc = malloc((size_t)t.V * sizeof(float));
+        t.lg = malloc((size_t)t.V * sizeof(float));
+        t.le = malloc((size_t)t.V * sizeof(float));
+        long cap0 = cuda_mock_graph_captures(), launch0 = cuda_mock_graph_launches();
+        int ok = trio_forward(&t, f.ids, f.n_prompt, 1);       /* prefill: chunks of 16 + 8 */
+        ok = ok && trio_greedy(&t, 2);                         /* eager (warm-up), then capture + replay */
+        CU_ASSERT(t.graph->graph != NULL && t.eager->graph == NULL);
+        unsigned long host_allocs = eng_alloc_count();
+        size_t dev_allocs = g_api->alloc_count(t.graph->ctx);
+        ok = ok && trio_greedy(&t, 20);
+        /* rollback 7 everywhere, then a different token than the one dropped */
+        CU_ASSERT_EQUAL(eng_state_rollback(t.cpu, 7), ENG_OK);
+        CU_ASSERT_EQUAL(eng_gpu_state_rollback(t.graph, 7), ENG_OK);
+        CU_ASSERT_EQUAL(eng_gpu_state_rollback(t.eager, 7), ENG_OK);
+        int32_t other = (int32_t)((f.ids[3] + 17) % t.V);
+        ok = ok && trio_forward(&t, &other, 1, 1) && trio_greedy(&t, 20);
+        /* a step without logits, then on */
+        other = (int32_t)((other + 5) % t.V);
+        ok = ok && trio_forward(&t, &other, 1, 0) && trio_forward(&t, &other, 1, 1) && trio_greedy(&t, 5);
+        CU_ASSERT_EQUAL(eng_alloc_count(), host_allocs);
+        CU_ASSERT_EQUAL(g_api->alloc_count(t.graph->ctx), dev_allocs);
+        /* reset: a new prompt, decode on with the same graph */
+        eng_state_reset(t.cpu);
+        eng_gpu_state_reset(t.graph);
+        eng_gpu_state_reset(t.eager);
+        ok = ok && trio_forward(&t, f.ids + 30, 10, 1) && trio_greedy(&t, 12);
+        CU_ASSERT(ok);
+        CU_ASSERT(t.steps >= 40);
+        CU_ASSERT_EQUAL(t.graph->n_past, t.cpu->n_past);
+        CU_ASSERT_STRING_EQUAL(eng_gpu_state_graph_status(t.graph), "on");
+        if (g_real) {
+            CU_ASSERT(cmp_ok(&t.dev, names[k], "graph"));
+        } else {
+            printf("\n    %-16s graph    %s %d steps: %d differ from eager, %d from the CPU; %ld capture(s), %ld "
+                   "replays", names[k], k == 1 ? "w16" : "w32", t.steps, t.bad_graph, t.bad_cpu,
+                   cuda_mock_graph_captures() - cap0, cuda_mock_graph_launches() - launch0);
+            CU_ASSERT_EQUAL(t.bad_graph, 0);
+            CU_ASSERT_EQUAL(t.bad_cpu, 0);
+            CU_ASSERT_EQUAL(cuda_mock_graph_captures() - cap0, 1);
+            CU_ASSERT_EQUAL(cuda_mock_graph_launches() - launch0, t.steps - 1);   /* all but the warm-up */
+        }
+        eng_gpu_state_free(t.graph);
+        eng_gpu_state_free(t.eager);
+        eng_state_free(t.cpu);
+        free(t.lc);
+        free(t.lg);
+        free(t.le);
+        eng_model_free(f.m);
+    }
+}
+
+/* Mock only: a capture that fails (at graph_begin, or at instantiation in
+ * graph_end) turns graphs off with the reason, and the steps run eagerly
+ * with the same logits. */
+static void test_graph_fallback(void) {
+    fixture f;
+    CU_ASSERT_FATAL(fixture_load(&f, "m64-f32") == 0);
+    int V = f.m->cfg.n_vocab;
+    float *a = malloc((size_t)V * sizeof(float)), *b = malloc((size_t)V * sizeof(float));
+    const int wheres[] = {CUDA_MOCK_GRAPH_FAIL_BEGIN, CUDA_MOCK_GRAPH_FAIL_END};
+    const char *calls[] = {"graph_begin: ", "graph_end: "};
+    for (int w = 0; w < 2; w++) {
+        eng_gpu_state *gs = gpu_state_graphs(f.m, 40, 8, 1), *ref = gpu_state_graphs(f.m, 40, 8, 0);
+        CU_ASSERT_FATAL(gs != NULL && ref != NULL);
+        long cap0 = cuda_mock_graph_captures(), launch0 = cuda_mock_graph_launches();
+        cuda_mock_graph_fail(wheres[w]);
+        int same = 1;
+        CU_ASSERT_EQUAL(eng_gpu_forward(gs, f.ids, 10, a, 0), ENG_OK);
+        CU_ASSERT_EQUAL(eng_gpu_forward(ref, f.ids, 10, b, 0), ENG_OK);
+        for (int i = 0; i < 8; i++) {
+            int32_t tok = eng_argmax(b, V);
+            CU_ASSERT_EQUAL(eng_gpu_forward(gs, &tok, 1, a, 0), ENG_OK);
+            CU_ASSERT_EQUAL(eng_gpu_forward(ref, &tok, 1, b, 0), ENG_OK);
+            same &= memcmp(a, b, (size_t)V * sizeof(float)) == 0;
+        }
+        cuda_mock_graph_fail(0);
+        const char *why = eng_gpu_state_graph_status(gs);
+        printf("\n    %s", why);
+        CU_ASSERT(same);
+        CU_ASSERT(strncmp(why, "off (", 5) == 0 && strstr(why, calls[w]) != NULL && strstr(why, "injected") != NULL);
+        CU_ASSERT(gs->graph == NULL && gs->graph_on == 0);
+        CU_ASSERT_EQUAL(cuda_mock_graph_captures(), cap0);
+        CU_ASSERT_EQUAL(cuda_mock_graph_launches(), launch0);
+        CU_ASSERT_EQUAL(gs->n_past, 18);
+        eng_gpu_state_free(gs);
+        eng_gpu_state_free(ref);
+    }
+    free(a);
+    free(b);
+    eng_model_free(f.m);
+}
+
+/* Mock only: the mock refuses what CUDA refuses while capturing (sync,
+ * copy_d2h, mem_alloc, a pageable host copy), the refusal invalidates the
+ * capture, and a valid capture replays with the data current at launch. */
+static void test_mock_graph_rules(void) {
+    const kn_cuda_api *A = cuda_mock_api();
+    kn_cuda_ctx *X = NULL;
+    char err[256];
+    CU_ASSERT_FATAL(A->ctx_init(&X, 0, 1 << 20, err, sizeof err) == KN_OK);
+    float *d = NULL, *pin = NULL, pageable[8] = {0};
+    CU_ASSERT_FATAL(A->mem_alloc(X, (void **)&d, 8 * sizeof(float)) == KN_OK);
+    CU_ASSERT_FATAL(A->host_alloc(X, (void **)&pin, 16 * sizeof(float)) == KN_OK);
+    CU_ASSERT_EQUAL(A->alloc_count(X), 1);   /* pinned memory is not mem_alloc */
+    kn_cuda_graph *g = NULL;
+    void *p = NULL;
+    /* each refused call: an error naming it, and graph_end fails */
+    for (int r = 0; r < 4; r++) {
+        CU_ASSERT_FATAL(A->graph_begin(X) == KN_OK);
+        CU_ASSERT_EQUAL(A->gelu(X, d, 8), KN_OK);
+        kn_status st = r == 0 ? A->sync(X)
+                     : r == 1 ? A->copy_d2h(X, pageable, d, sizeof pageable)
+                     : r == 2 ? A->mem_alloc(X, &p, 64)
+                              : A->copy_h2d(X, d, pageable, sizeof pageable);
+        CU_ASSERT_EQUAL(st, KN_ERR_CUDA);
+        CU_ASSERT(strstr(A->errmsg(X), "capturing") != NULL);
+        CU_ASSERT_EQUAL(A->graph_end(X, &g), KN_ERR_CUDA);
+        CU_ASSERT(g == NULL && strstr(A->errmsg(X), "Invalidated") != NULL);
+    }
+    CU_ASSERT_EQUAL(A->copy_d2h_async(X, pageable, d, sizeof pageable), KN_ERR_INVAL);   /* not pinned */
+    /* pin[0..8) -> d, gelu, d -> pin[8..16), replayed with new inputs */
+    CU_ASSERT_FATAL(A->graph_begin(X) == KN_OK);
+    CU_ASSERT_EQUAL(A->copy_h2d(X, d, pin, 8 * sizeof(float)), KN_OK);
+    CU_ASSERT_EQUAL(A->gelu(X, d, 8), KN_OK);
+    CU_ASSERT_EQUAL(A->copy_d2h_async(X, pin + 8, d, 8 * sizeof(float)), KN_OK);
+    CU_ASSERT_FATAL(A->graph_end(X, &g) == KN_OK && g != NULL);
+    for (int rep = 0; rep < 2; rep++) {
+        float want[8];
+        for (int i = 0; i < 8; i++) want[i] = pin[i] = (float)(i - 4) * (rep ? 0.7f : 1.3f);
+        kn_gelu(want, 8);
+        CU_ASSERT_EQUAL(A->graph_launch(X, g), KN_OK);
+        CU_ASSERT_EQUAL(A->sync(X), KN_OK);
+        CU_ASSERT(memcmp(pin + 8, want, sizeof want) == 0);
+    }
+    A->graph_free(X, g);
+    A->host_free(X, pin);
+    A->mem_free(X, d);
+    A->ctx_free(X);
 }
 
 static int keep16_on(void) { g_keep16 = 1; return 0; }
@@ -380,11 +595,15 @@ int main(void) {
     CU_add_test(m, "rollback and reset", test_rollback);
     CU_add_test(m, "bad token, capacity, policy, bad device", test_errors);
     CU_add_test(m, "injected failures in init and in every op", test_faults);
+    CU_add_test(m, "decode through a CUDA graph == eager == CPU, rollback, reset", test_graph_decode);
+    CU_add_test(m, "failed capture falls back to eager, with the reason", test_graph_fallback);
+    CU_add_test(m, "mock graphs: refused calls, replay with new data", test_mock_graph_rules);
     add_parity_suites("mock");
     if (have_dev) {
         CU_pSuite r = CU_add_suite("forward_gpu_device", use_real, NULL);
         CU_add_test(r, "rollback and reset", test_rollback);
         CU_add_test(r, "bad token, capacity, policy, bad device", test_errors);
+        CU_add_test(r, "decode through a CUDA graph vs eager and CPU, rollback, reset", test_graph_decode);
         add_parity_suites("device");
     } else {
         tu_skip("test_forward_gpu (device)", kn_cuda_unavailable_reason());

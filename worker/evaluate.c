@@ -45,6 +45,7 @@ int wk_eval_init(wk_eval **out, const wk_config *c, char *err, size_t n_err) {
         free(ev);
         return KV_ERR_INVAL;
     }
+    if (ev->ctx) eng_task_ctx_set_device(ev->ctx, c->gpu);   /* opened by each run, in the child */
     *out = ev;
     return KV_OK;
 }
@@ -152,13 +153,14 @@ static void fake_run(const wk_config *c, const kv_job *job, kv_result *r) {
     snprintf(r->status, sizeof r->status, "ok");
 }
 
-static void engine_run(wk_eval *ev, kv_result *r) {
+static int engine_run(wk_eval *ev, kv_result *r) {
     eng_task_result er;
     eng_task_result_clear(&er);
-    if (eng_task_run(ev->ctx, &ev->task, &er) != ENG_OK) {
+    eng_status st = eng_task_run(ev->ctx, &ev->task, &er);
+    if (st != ENG_OK) {
         snprintf(r->status, sizeof r->status, "failed");
         snprintf(r->error, sizeof r->error, "engine: %s", eng_task_errmsg(ev->ctx));
-        return;
+        return st == ENG_ERR_DEVICE ? -1 : 0;
     }
     kv_metrics *m = &r->m;
     m->ppl = er.ppl;
@@ -182,6 +184,7 @@ static void engine_run(wk_eval *ev, kv_result *r) {
     snprintf(r->model_fingerprint, sizeof r->model_fingerprint, "%s", er.model_fingerprint);
     if (er.extras_json[0] && strcmp(er.extras_json, "{}") != 0) r->extras_json = strdup(er.extras_json);
     snprintf(r->status, sizeof r->status, "ok");
+    return 0;
 }
 
 static void attempts_log(const kv_job *job, const kv_result *r) {
@@ -198,8 +201,9 @@ static void attempts_log(const kv_job *job, const kv_result *r) {
     close(fd);
 }
 
-void wk_eval_run(wk_eval *ev, const kv_job *job, kv_result *r) {
+int wk_eval_run(wk_eval *ev, const kv_job *job, kv_result *r) {
     attempts_log(job, r);
-    if (ev->cfg->fake_eval) fake_run(ev->cfg, job, r);
-    else engine_run(ev, r);
+    if (!ev->cfg->fake_eval) return engine_run(ev, r);
+    fake_run(ev->cfg, job, r);
+    return 0;
 }

@@ -5,9 +5,10 @@
  *
  * Exit codes: 0 ok (drained with --once/--max-jobs, or stopped by a signal),
  * 1 runtime error, 2 usage/configuration (also --gpu without a CUDA
- * backend), 3 consumer name held by another live process, 4 Redis refused
- * the credentials or the ACL, 5 queue state lost (NOGROUP after a
- * reconnect). */
+ * backend library), 3 consumer name held by another live process, 4 Redis
+ * refused the credentials or the ACL, 5 queue state lost (NOGROUP after a
+ * reconnect), 6 --gpu N: an evaluation could not open the device (its job
+ * was handed back to the queue). */
 #include <getopt.h>
 #include <omp.h>
 #include <limits.h>
@@ -28,7 +29,7 @@ static void usage(FILE *f) {
             "\n"
             "  --cpu                run on the CPU (default)\n"
             "  --threads N          CPU threads (default: all cores)\n"
-            "  --gpu N              run on CUDA device N (not yet: exits 2 saying why; kvrun --gpu works)\n"
+            "  --gpu N              run on CUDA device N (KV policies and spec decoding in offload mode)\n"
             "  --redis URL          redis://[[user]:pass@]host[:port][/db] (default $KV_REDIS_URL, then\n"
             "                       redis://127.0.0.1:6379); a non-loopback host requires a password\n"
             "  --models DIR         root that job model names are resolved beneath\n"
@@ -46,7 +47,8 @@ static void usage(FILE *f) {
             "  --help               this text\n"
             "\n"
             "Exit codes: 0 ok or stopped by SIGTERM/SIGINT, 1 runtime error, 2 usage, 3 name in use,\n"
-            "4 Redis auth/ACL refused, 5 queue state lost (Redis restarted without its data).\n");
+            "4 Redis auth/ACL refused, 5 queue state lost (Redis restarted without its data),\n"
+            "6 --gpu N: an evaluation could not open the device (its job was handed back).\n");
 }
 
 static int parse_long(const char *s, long lo, long hi, long *out) {
@@ -137,18 +139,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "kvworker: --cpu and --gpu are mutually exclusive\n");
         return WK_EXIT_USAGE;
     }
-    if (c.gpu >= 0) {
-        /* The parent forks every evaluation, and a CUDA context does not
-         * survive fork(): the parent may dlopen libkvcuda.so (kn_cuda_load
-         * runs no CUDA call) but must never probe or touch the device;
-         * that belongs to the evaluation child (engine/fwd.h). */
-        if (!kn_cuda_load())
-            fprintf(stderr, "kvworker: --gpu %d: no CUDA backend (%s); use --cpu\n", c.gpu,
-                    kn_cuda_unavailable_reason());
-        else
-            fprintf(stderr, "kvworker: --gpu %d: sweep tasks do not run on the device yet (engine/task.c drives the "
-                            "CPU engine only; `kvrun logits|ppl|generate --gpu N` does run there); use --cpu\n",
-                    c.gpu);
+    /* The parent forks every evaluation, and a CUDA context does not survive
+     * fork(): the parent may dlopen libkvcuda.so (kn_cuda_load runs no CUDA
+     * call) but never probes or touches the device; each evaluation child
+     * opens it (engine/fwd.h) and exits WK_CHILD_NO_DEVICE if it cannot. */
+    if (c.gpu >= 0 && !kn_cuda_load()) {
+        fprintf(stderr, "kvworker: --gpu %d: no CUDA backend (%s); use --cpu\n", c.gpu, kn_cuda_unavailable_reason());
         return WK_EXIT_USAGE;
     }
     if (c.lease_ms <= 2 * c.heartbeat_ms) {
@@ -170,7 +166,8 @@ int main(int argc, char **argv) {
         gethostname(host, sizeof host - 1);
         for (char *p = host; *p; p++)
             if (!name_ok((char[]){*p, 0})) *p = '-';
-        snprintf(c.name, sizeof c.name, "%s:cpu", host);
+        if (c.gpu >= 0) snprintf(c.name, sizeof c.name, "%s:gpu%d", host, c.gpu);
+        else snprintf(c.name, sizeof c.name, "%s:cpu", host);
     }
     /* Evaluations run in forked children with c.threads threads; the parent
      * (which loads models, possibly with OpenMP loops) stays single-threaded,

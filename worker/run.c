@@ -247,7 +247,10 @@ static void child_main(worker *w, int fd, int64_t deliveries) {
     kn_set_threads(w->cfg->threads);
     kv_result r;
     result_init(w, &r, deliveries);
-    wk_eval_run(w->ev, &w->job, &r);
+    if (wk_eval_run(w->ev, &w->job, &r) != 0) {   /* the device, not the job: nothing to publish */
+        fprintf(stderr, "kvworker child: %s\n", r.error);
+        _exit(WK_CHILD_NO_DEVICE);
+    }
     r.finished_ms = wall_ms();
     unsigned char *out = NULL;
     size_t n = 0;
@@ -361,6 +364,14 @@ static int run_child(worker *w, const char *entry_id, int64_t deliveries, unsign
     if (killed && g_stop >= 2) {
         free(buf);
         kv_queue_release(w->q, KV_STREAM_JOBS, KV_GROUP_WORKERS, w->cfg->name, entry_id, w->cfg->lease_ms);
+        return RUN_ABORTED;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == WK_CHILD_NO_DEVICE) {
+        free(buf);
+        logf_(w, "the evaluation of %s could not open --gpu %d (its message is above); handing the entry back "
+                 "and stopping (exit %d)", entry_id, w->cfg->gpu, WK_EXIT_DEVICE);
+        kv_queue_release(w->q, KV_STREAM_JOBS, KV_GROUP_WORKERS, w->cfg->name, entry_id, w->cfg->lease_ms);
+        *fatal = WK_EXIT_DEVICE;
         return RUN_ABORTED;
     }
     uint64_t want = 0;

@@ -13,11 +13,17 @@
 enum {
     WK_EXIT_OK = 0,         /* drained (--once / --max-jobs) or stopped by SIGTERM/SIGINT */
     WK_EXIT_RUNTIME = 1,    /* Redis unreachable at start, engine init failed, ... */
-    WK_EXIT_USAGE = 2,      /* bad flags or configuration (also: --gpu without a CUDA backend) */
+    WK_EXIT_USAGE = 2,      /* bad flags or configuration (also: --gpu without a CUDA backend library) */
     WK_EXIT_LOCKED = 3,     /* another live process holds this consumer name */
     WK_EXIT_AUTH = 4,       /* Redis refused the credentials or the ACL denies a needed command */
-    WK_EXIT_STATE_LOST = 5  /* NOGROUP after a reconnect: Redis lost the queue (no AOF?) */
+    WK_EXIT_STATE_LOST = 5, /* NOGROUP after a reconnect: Redis lost the queue (no AOF?) */
+    WK_EXIT_DEVICE = 6      /* --gpu N: an evaluation could not open the device; its job was handed back */
 };
+
+/* Exit status of an evaluation child that could not open its device (the
+ * job is fine, the worker is not: the parent hands the entry back and stops
+ * with WK_EXIT_DEVICE). */
+#define WK_CHILD_NO_DEVICE 10
 
 #define WK_ENGINE_VERSION "kvsweep-engine 0.1"
 
@@ -52,7 +58,8 @@ void wk_eval_free(wk_eval *ev);
  * job must stay alive and unchanged until wk_eval_run returns. */
 int wk_eval_prepare(wk_eval *ev, const kv_job *job, char *err, size_t n_err);
 /* Child side: runs the prepared job and fills r's status, error and metrics
- * (r's identity fields are the caller's). */
-void wk_eval_run(wk_eval *ev, const kv_job *job, kv_result *r);
+ * (r's identity fields are the caller's). Returns 0, or -1 when the compute
+ * device could not be opened (r->error says why; nothing to publish). */
+int wk_eval_run(wk_eval *ev, const kv_job *job, kv_result *r);
 
 #endif /* WORKER_WORKER_H */

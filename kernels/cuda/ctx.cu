@@ -1,14 +1,17 @@
 /* ctx.cu — the library's front door: device discovery, the context (device,
  * non-blocking stream, cuBLAS handle, one scratch allocation), device
- * memory and copies, error formatting, and the exported table
- * kn_cuda_api_get() that kernels/cuda_loader.c fetches with dlsym.
+ * memory and copies, CUDA graph capture and replay, error formatting, and
+ * the exported table kn_cuda_api_get() that kernels/cuda_loader.c fetches
+ * with dlsym.
  *
  * Allocation discipline: ctx_init makes the only allocation the ops ever
  * use — cuBLAS's workspace (given to cublasSetWorkspace right after
  * cublasSetStream, which would otherwise reset it to cuBLAS's own pool) and
  * the arena behind it. Weights, the KV pool and activations are the
  * caller's mem_alloc buffers, made once at setup; alloc_count lets tests
- * assert that no op allocates. Errors never exit: they become KN_ERR_CUDA
+ * assert that no op allocates. The same workspace is what makes cuBLAS
+ * capturable into a graph: with it cuBLAS allocates nothing while capturing
+ * (no cublasLt handle is used). Errors never exit: they become KN_ERR_CUDA
  * with the failing call and file:line in the context's message. */
 #include "impl.cuh"
 
@@ -62,9 +65,22 @@ extern "C" kn_status kn_cuda_fail_blas(kn_cuda_ctx *c, const char *call, cublasS
     return KN_ERR_CUDA;
 }
 
+/* 1 while c->stream is capturing a graph (or the query failed: then no
+ * synchronize is attempted either). */
+static int capturing(kn_cuda_ctx *c) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(c->stream, &cs) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 1;
+    }
+    return cs != cudaStreamCaptureStatusNone;
+}
+
 extern "C" kn_status kn_cuda_launched(kn_cuda_ctx *c, const char *kernel, const char *file, int line) {
+    // Launch errors (bad configuration, a capture the launch invalidated) come back here, captured or not.
     cudaError_t e = cudaGetLastError();
-    if (e == cudaSuccess && c->sync_each) e = cudaStreamSynchronize(c->stream);
+    // KV_CUDA_SYNC=1: a synchronize inside a capture would invalidate it, so only eager launches wait.
+    if (e == cudaSuccess && c->sync_each && !capturing(c)) e = cudaStreamSynchronize(c->stream);
     if (e == cudaSuccess) return KN_OK;
     (void)cudaGetLastError();
     snprintf(c->err, sizeof c->err, "launch %s: %s: %s (%s:%d)", kernel, cudaGetErrorName(e), cudaGetErrorString(e),
@@ -202,6 +218,12 @@ static kn_status api_copy_d2h(kn_cuda_ctx *c, void *dst, const void *d_src, size
     return KN_OK;
 }
 
+static kn_status api_copy_d2h_async(kn_cuda_ctx *c, void *dst, const void *d_src, size_t bytes) {
+    if (bytes == 0) return KN_OK;
+    KN_CU(c, cudaMemcpyAsync(dst, d_src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    return KN_OK;
+}
+
 static kn_status api_copy_d2d(kn_cuda_ctx *c, void *d_dst, const void *d_src, size_t bytes) {
     if (bytes == 0) return KN_OK;
     KN_CU(c, cudaMemcpyAsync(d_dst, d_src, bytes, cudaMemcpyDeviceToDevice, c->stream));
@@ -212,6 +234,64 @@ static kn_status api_mem_set(kn_cuda_ctx *c, void *d_dst, int byte, size_t bytes
     if (bytes == 0) return KN_OK;
     KN_CU(c, cudaMemsetAsync(d_dst, byte, bytes, c->stream));
     return KN_OK;
+}
+
+/* ------------------------------------------------------------ graphs */
+
+/* The instantiated graph only: the cudaGraph_t it came from is destroyed
+ * at once (an executable graph does not depend on it). */
+struct kn_cuda_graph {
+    cudaGraphExec_t exec;
+};
+
+static kn_status api_graph_begin(kn_cuda_ctx *c) {
+    // ThreadLocal: an unsafe call (cudaMalloc, a synchronize, ...) made by this thread while capturing fails
+    // and invalidates the capture, so a capture mistake is an error, never a silent hang; other threads
+    // (other contexts) are not affected.
+    KN_CU(c, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    return KN_OK;
+}
+
+static kn_status api_graph_end(kn_cuda_ctx *c, kn_cuda_graph **out) {
+    *out = NULL;
+    cudaGraph_t graph = NULL;
+    // Always ends the capture, even an invalidated one (then it fails and graph is NULL).
+    cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
+    if (e != cudaSuccess) {
+        if (graph) (void)cudaGraphDestroy(graph);
+        return kn_cuda_fail_rt(c, "cudaStreamEndCapture(c->stream, &graph)", e, __FILE__, __LINE__);
+    }
+    if (!graph)
+        return kn_cuda_errf(c, KN_ERR_CUDA, "cudaStreamEndCapture: no graph returned (%s:%d)", __FILE__, __LINE__);
+    kn_cuda_graph *g = (kn_cuda_graph *)calloc(1, sizeof *g);
+    if (!g) {
+        (void)cudaGraphDestroy(graph);
+        return kn_cuda_errf(c, KN_ERR_CUDA, "graph_end: out of host memory (%s:%d)", __FILE__, __LINE__);
+    }
+    e = cudaGraphInstantiate(&g->exec, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    if (e != cudaSuccess) {
+        free(g);
+        return kn_cuda_fail_rt(c, "cudaGraphInstantiate(&g->exec, graph, 0)", e, __FILE__, __LINE__);
+    }
+    *out = g;
+    return KN_OK;
+}
+
+static kn_status api_graph_launch(kn_cuda_ctx *c, kn_cuda_graph *g) {
+    KN_ARG(c, g != NULL && g->exec != NULL, "graph_launch: no graph");
+    KN_CU(c, cudaGraphLaunch(g->exec, c->stream));
+    // KV_CUDA_SYNC=1: a fault inside the replay is reported by the launch that ran it.
+    if (c->sync_each && !capturing(c)) KN_CU(c, cudaStreamSynchronize(c->stream));
+    return KN_OK;
+}
+
+static void api_graph_free(kn_cuda_ctx *c, kn_cuda_graph *g) {
+    (void)c;
+    if (!g) return;
+    if (g->exec) (void)cudaGraphExecDestroy(g->exec);   // an in-flight replay completes, then is freed
+    (void)cudaGetLastError();
+    free(g);
 }
 
 /* ------------------------------------------------------------ the table */
@@ -240,8 +320,13 @@ static kn_cuda_api make_api(void) {
     a.host_free = api_host_free;
     a.copy_h2d = api_copy_h2d;
     a.copy_d2h = api_copy_d2h;
+    a.copy_d2h_async = api_copy_d2h_async;
     a.copy_d2d = api_copy_d2d;
     a.mem_set = api_mem_set;
+    a.graph_begin = api_graph_begin;
+    a.graph_end = api_graph_end;
+    a.graph_launch = api_graph_launch;
+    a.graph_free = api_graph_free;
     a.matmul = kn_cuda_matmul;
     a.embed = kn_cuda_embed;
     a.layernorm = kn_cuda_layernorm;

@@ -23,7 +23,7 @@ struct kn_cuda_ctx {
     int device;
     int n_sm;                 /* multiprocessors: sizes split-K grids */
     int lp_split;             /* 16-bit-weight GEMM activation terms: 1 or 2 */
-    int sync_each;            /* KV_CUDA_SYNC=1: synchronize after every launch */
+    int sync_each;            /* KV_CUDA_SYNC=1: synchronize after every launch (not while capturing) */
     cudaStream_t stream;      /* every op is enqueued here */
     cublasHandle_t blas;
     void *mem;                /* the one scratch allocation: workspace, then arena */
@@ -44,7 +44,8 @@ kn_status kn_cuda_errf(kn_cuda_ctx *c, kn_status st, const char *fmt, ...) __att
  * its name is the part before the first '('. */
 kn_status kn_cuda_fail_rt(kn_cuda_ctx *c, const char *call, cudaError_t e, const char *file, int line);
 kn_status kn_cuda_fail_blas(kn_cuda_ctx *c, const char *call, cublasStatus_t s, const char *file, int line);
-/* After a launch: cudaGetLastError (and a stream sync under KV_CUDA_SYNC=1). */
+/* After a launch: cudaGetLastError (and, under KV_CUDA_SYNC=1, a stream
+ * sync unless the stream is capturing a graph). */
 kn_status kn_cuda_launched(kn_cuda_ctx *c, const char *kernel, const char *file, int line);
 
 /* ops (contracts in kn_cuda.h / kn.h) */

@@ -1,0 +1,271 @@
+/* test_offload.c — every KV policy and speculative decoding with --gpu:
+ * engine/fwd.c's three modes against the CPU engine.
+ *
+ * The story: `kvworker --gpu N` and `kvrun --gpu N` open the device through
+ * eng_fwd_init, which keeps the full cache on the device (device mode) and
+ * runs any other policy in offload mode (forward_gpu.h): the dense math on
+ * the device, the attention block with the policy's own hooks on the host.
+ * Here the device is the mock library (build/tests/libkvcuda_mock.so, the
+ * CPU ops behind the CUDA table, loaded through the real loader via
+ * KV_CUDA_LIB), so the bar is exact: for all 18 policies the logits of a
+ * prompt and of 40 greedy steps equal the CPU path's bit for bit and the
+ * policy statistics (evictions, mean/max slots, bytes) are the same; a
+ * "full" run on the device reports the CPU's statistics; greedy speculative
+ * decoding with policies on target and draft emits the CPU's tokens with the
+ * same acceptance counts. Failures: no device / no such device give
+ * ENG_ERR_DEVICE naming --gpu N; a device op failing mid-forward in offload
+ * mode gives ENG_ERR_CUDA naming the op, never a crash; eng_state_set_device
+ * refuses a device state with its own cache or a state already running.
+ * Models: golden fixtures m64-f32 (fp32) and m80-bf16 (16-bit kept) as
+ * targets, m32-f16 as the draft. */
+#include <CUnit/Basic.h>
+#include <dlfcn.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fwd.h"
+#include "kn.h"
+#include "kn_cuda.h"
+#include "model.h"
+#include "policy.h"
+#include "sampler.h"
+#include "spec.h"
+#include "testutil.h"
+
+#define N_STEPS 40
+
+static const char *g_specs[] = {
+    "full",
+    "streaming:sink=4,recent=20",
+    "streaming:sink=2,recent=16,pos=original",
+    "window:recent=24",
+    "h2o:sink=2,heavy=8,recent=12",
+    "lazy_h2o:sink=2,heavy=8,recent=12,interval=4",
+    "knorm:keep_ratio=0.9,prune_after=16,skip_layers=none",
+    "l2:keep_ratio=0.95,prune_after=20",
+    "tova:budget=28",
+    "sepllm:init=2,local=12,sep_cap=8,cache=26",
+    "snapkv:budget=16,window=4",
+    "pyramidkv:budget=16,window=4",
+    "fix_size_l2:size=24,keep_ratio=0.25,skip_layers=none",
+    "hybrid:sink=2,heavy=8,recent=14",
+    "unified:sink=2,sep=4,heavy=6,recent=12,seps=1;2;3;5;7;11;13;17;19;23;29;31;37;41;43;47",
+    "cam:sink=2,recent=20,merge=4",
+    "cake:budget=20,window=4",
+    "kivi:bits=2,group=8,residual=16",
+    "think:ratio=0.5,recent=4,window=8",
+};
+#define N_SPECS (int)(sizeof g_specs / sizeof g_specs[0])
+
+static eng_model *g_m32, *g_m16, *g_draft;
+static int32_t g_prompt[256];
+static int g_np;
+static char g_mock[PATH_MAX];
+
+/* The mock library's fault injection, reached through its own handle. */
+static void mock_fail_after(long k) {
+    void *h = dlopen(g_mock, RTLD_NOW | RTLD_NOLOAD);
+    void (*f)(long) = h ? (void (*)(long))dlsym(h, "cuda_mock_fail_after") : NULL;
+    CU_ASSERT_FATAL(f != NULL);
+    f(k);
+    dlclose(h);
+}
+
+/* One run: prompt in one call (all rows' logits), then N_STEPS greedy steps
+ * fed with ref's tokens when given (so both runs see the same inputs).
+ * lg: (g_np + N_STEPS, V) out; toks: the greedy tokens. */
+static int run(const eng_model *m, int gpu, const char *spec, float *lg, int32_t *toks, const int32_t *ref,
+               eng_policy_stats *ps, char *mode, size_t n_mode) {
+    eng_policy *p = tu_policy(m, spec);
+    if (!p) return -1;
+    int V = m->cfg.n_vocab;
+    eng_fwd f;
+    char err[1024];
+    int n = g_np + N_STEPS;
+    eng_status st = eng_fwd_init(&f, m, gpu, eng_policy_capacity(p, n), 8, p, err, sizeof err);
+    if (st != ENG_OK) {
+        printf("\n    %s gpu %d: %s", spec, gpu, err);
+        eng_policy_free(p);
+        return -1;
+    }
+    snprintf(mode, n_mode, "%s", eng_fwd_mode(&f));
+    st = eng_fwd_forward(&f, g_prompt, g_np, lg, 1);
+    for (int i = 0; st == ENG_OK && i < N_STEPS; i++) {
+        const float *row = lg + (size_t)(g_np + i - 1) * V;
+        toks[i] = eng_argmax(row, V);
+        int32_t t = ref ? ref[i] : toks[i];
+        st = eng_fwd_forward(&f, &t, 1, lg + (size_t)(g_np + i) * V, 0);
+    }
+    if (st != ENG_OK) printf("\n    %s gpu %d: %s", spec, gpu, eng_fwd_errmsg(&f));
+    eng_policy_stats_get(p, ps);
+    eng_fwd_free(&f);
+    eng_policy_free(p);
+    return st == ENG_OK ? 0 : -1;
+}
+
+static void policies_case(const eng_model *m, const char *what) {
+    int V = m->cfg.n_vocab, n = g_np + N_STEPS;
+    float *a = malloc((size_t)n * V * sizeof(float)), *b = malloc((size_t)n * V * sizeof(float));
+    int32_t ta[N_STEPS], tb[N_STEPS];
+    CU_ASSERT_FATAL(a && b);
+    for (int i = 0; i < N_SPECS; i++) {
+        eng_policy_stats sa, sb;
+        char ma[16], mb[16];
+        CU_ASSERT_FATAL(run(m, -1, g_specs[i], a, ta, NULL, &sa, ma, sizeof ma) == 0);
+        CU_ASSERT_FATAL(run(m, 0, g_specs[i], b, tb, ta, &sb, mb, sizeof mb) == 0);
+        double dmax = 0;
+        for (size_t k = 0; k < (size_t)n * V; k++) {
+            double d = fabs((double)a[k] - b[k]);
+            if (!(d <= dmax)) dmax = d;
+        }
+        printf("\n    %s %-44s %-7s max|dlogit| %.1e  evictions %lld/%lld  mean slots %.2f/%.2f", what, g_specs[i],
+               mb, dmax, (long long)sa.evictions, (long long)sb.evictions, sa.cache_tokens_mean, sb.cache_tokens_mean);
+        CU_ASSERT_STRING_EQUAL(mb, i == 0 ? "device" : "offload");
+        CU_ASSERT_EQUAL(dmax, 0.0);
+        CU_ASSERT_EQUAL(memcmp(ta, tb, sizeof ta), 0);
+        CU_ASSERT_EQUAL(sa.n_steps, sb.n_steps);
+        CU_ASSERT_EQUAL(sa.evictions, sb.evictions);
+        CU_ASSERT_EQUAL(sa.cache_tokens_max, sb.cache_tokens_max);
+        CU_ASSERT_EQUAL(sa.kv_bytes, sb.kv_bytes);
+        CU_ASSERT_EQUAL(sa.triggered, sb.triggered);
+        CU_ASSERT_DOUBLE_EQUAL(sa.cache_tokens_mean, sb.cache_tokens_mean, 1e-12);
+        if (i > 0) CU_ASSERT_EQUAL(sa.kv_bytes_alloc, sb.kv_bytes_alloc);   /* full: the device's own cache */
+        if (i > 0 && strcmp(g_specs[i], "kivi:bits=2,group=8,residual=16") != 0) CU_ASSERT(sa.triggered);
+    }
+    free(a);
+    free(b);
+}
+
+static void test_policies_f32(void) { policies_case(g_m32, "f32"); }
+static void test_policies_16(void) { policies_case(g_m16, "bf16"); }
+
+/* Greedy speculative decoding, CPU vs device (offload), policies on both levels. */
+static void test_spec(void) {
+    /* the draft: the small random model (rejects nearly everything), or the
+     * target itself under a harsher policy (accepts some, rejects some) */
+    const char *cases[][2] = {{"full", NULL}, {"h2o:sink=2,heavy=8,recent=12", "streaming:sink=4,recent=8"},
+                              {"kivi:bits=2,group=8,residual=16", "window:recent=8"}};
+    for (int c = 0; c < 3; c++) {
+        const eng_model *dm = c ? g_m32 : g_draft;
+        eng_ids out[2] = {{0}, {0}};
+        eng_spec_stats st[2];
+        for (int g = 0; g < 2; g++) {
+            eng_spec_opts o;
+            eng_spec_opts_default(&o);
+            o.gamma = 4;
+            o.gamma_max = 8;
+            o.schedule = ENG_SPEC_HEURISTIC;
+            o.gpu = g ? 0 : -1;
+            eng_spec *sp = NULL;
+            char err[1024];
+            eng_status s = eng_spec_init(&sp, g_m32, dm, NULL, 128, &o, err, sizeof err);
+            if (s != ENG_OK) printf("\n    spec init: %s", err);
+            CU_ASSERT_FATAL(s == ENG_OK);
+            eng_policy *pt = tu_policy(g_m32, cases[c][0]), *pd = cases[c][1] ? tu_policy(dm, cases[c][1]) : NULL;
+            CU_ASSERT_FATAL(pt != NULL);
+            CU_ASSERT_FATAL(eng_spec_set_policy(sp, 0, pt) == ENG_OK);
+            if (pd) CU_ASSERT_FATAL(eng_spec_set_policy(sp, 1, pd) == ENG_OK);
+            s = eng_spec_generate(sp, g_prompt, g_np, 48, &out[g], &st[g]);
+            if (s != ENG_OK) printf("\n    generate: %s", eng_spec_errmsg(sp));
+            CU_ASSERT(s == ENG_OK);
+            eng_spec_free(sp);
+            eng_policy_free(pt);
+            eng_policy_free(pd);
+        }
+        printf("\n    spec %-32s cpu %zu tokens, %ld/%ld accepted; device %zu tokens, %ld/%ld accepted", cases[c][0],
+               out[0].n, st[0].accepted, st[0].drafted, out[1].n, st[1].accepted, st[1].drafted);
+        CU_ASSERT_EQUAL(out[0].n, 48);
+        CU_ASSERT(out[0].n == out[1].n && !memcmp(out[0].v, out[1].v, out[0].n * sizeof(int32_t)));
+        CU_ASSERT_EQUAL(st[0].accepted, st[1].accepted);
+        CU_ASSERT_EQUAL(st[0].drafted, st[1].drafted);
+        CU_ASSERT_EQUAL(st[1].invariant_violations, 0);
+        if (c) CU_ASSERT(st[0].accepted > 0 && st[0].accepted < st[0].drafted);
+        eng_ids_free(&out[0]);
+        eng_ids_free(&out[1]);
+    }
+}
+
+static void test_errors(void) {
+    eng_fwd f;
+    char err[1024];
+    setenv("KV_MOCK_DEVICES", "0", 1);
+    CU_ASSERT_EQUAL(eng_fwd_init(&f, g_m32, 0, 32, 8, NULL, err, sizeof err), ENG_ERR_DEVICE);
+    printf("\n    no device: %s", err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "--gpu 0: no CUDA device available"));
+    unsetenv("KV_MOCK_DEVICES");
+    CU_ASSERT_EQUAL(eng_fwd_init(&f, g_m32, 3, 32, 8, NULL, err, sizeof err), ENG_ERR_DEVICE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "--gpu 3: no such device"));
+    CU_ASSERT_PTR_NULL(f.cpu);
+    CU_ASSERT_PTR_NULL(f.gpu);
+
+    /* set_device: a device state with its own cache, a running state, another model */
+    eng_policy *p = tu_policy(g_m32, "h2o:sink=2,heavy=8,recent=12");
+    CU_ASSERT_FATAL(p != NULL);
+    CU_ASSERT_FATAL(eng_fwd_init(&f, g_m32, 0, 64, 8, p, err, sizeof err) == ENG_OK);
+    eng_gpu_state *own = NULL, *other = NULL;
+    CU_ASSERT_FATAL(eng_gpu_state_init(&own, kn_cuda_load(), g_m32, 0, 16, 8, err, sizeof err) == ENG_OK);
+    CU_ASSERT_FATAL(eng_gpu_state_init(&other, kn_cuda_load(), g_draft, 0, 0, 8, err, sizeof err) == ENG_OK);
+    CU_ASSERT_EQUAL(eng_state_set_device(f.cpu, own), ENG_ERR_INVAL);
+    CU_ASSERT_EQUAL(eng_state_set_device(f.cpu, other), ENG_ERR_INVAL);
+    CU_ASSERT_EQUAL(eng_gpu_forward(other, g_prompt, 2, NULL, 0), ENG_ERR_INVAL);   /* no cache: offload only */
+    CU_ASSERT_EQUAL(eng_fwd_forward(&f, g_prompt, 4, NULL, 0), ENG_OK);
+    CU_ASSERT_EQUAL(eng_state_set_device(f.cpu, f.gpu), ENG_ERR_INVAL);            /* already running */
+    eng_gpu_state_free(own);
+    eng_gpu_state_free(other);
+
+    /* a device op failing in the middle of an offload forward */
+    int failed = 0;
+    for (long k = 0; k < 40; k += 7) {
+        eng_fwd_reset(&f);
+        mock_fail_after(k);
+        eng_status st = eng_fwd_forward(&f, g_prompt, g_np, f.logits, 0);
+        mock_fail_after(-1);
+        if (st == ENG_OK) continue;
+        failed++;
+        CU_ASSERT_EQUAL(st, ENG_ERR_CUDA);
+        CU_ASSERT_PTR_NOT_NULL(strstr(eng_fwd_errmsg(&f), "gpu forward:"));
+        if (k == 7) printf("\n    injected: %s", eng_fwd_errmsg(&f));
+    }
+    CU_ASSERT(failed >= 5);
+    eng_fwd_reset(&f);   /* usable again after a reset */
+    CU_ASSERT_EQUAL(eng_fwd_forward(&f, g_prompt, g_np, f.logits, 0), ENG_OK);
+    eng_fwd_free(&f);
+    eng_policy_free(p);
+}
+
+int main(void) {
+    /* the mock library beside this binary, through the real loader */
+    char exe[PATH_MAX];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k <= 0) return 1;
+    exe[k] = 0;
+    snprintf(g_mock, sizeof g_mock, "%s/libkvcuda_mock.so", dirname(exe));
+    setenv("KV_CUDA_LIB", g_mock, 1);
+    kn_set_threads(1);
+    eng_load_opts o16 = {.keep_16bit = 1};
+    char err[1024];
+    g_m32 = tu_load_model("m64-f32");
+    g_draft = tu_load_model("m32-f16");
+    if (eng_model_load_ex(&g_m16, tu_data("models/m80-bf16"), &o16, err, sizeof err) != ENG_OK) g_m16 = NULL;
+    g_np = tu_read_ids("golden/m64-f32/prompt_ids.txt", g_prompt, 256);
+    if (!g_m32 || !g_draft || !g_m16 || g_np < 8 || !kn_cuda_load()) {
+        printf("test_offload: fixtures or the mock library (%s) missing: %s\n", g_mock, kn_cuda_unavailable_reason());
+        return 1;
+    }
+    if (CU_initialize_registry() != CUE_SUCCESS) return 1;
+    CU_pSuite s = CU_add_suite("offload (mock device)", NULL, NULL);
+    CU_add_test(s, "18 policies, fp32: offload logits and stats == CPU", test_policies_f32);
+    CU_add_test(s, "18 policies, bf16 kept: offload logits and stats == CPU", test_policies_16);
+    CU_add_test(s, "greedy spec decoding with policies on the device == CPU", test_spec);
+    CU_add_test(s, "no device, no such device, set_device misuse, injected op failures", test_errors);
+    int rc = tu_run();
+    eng_model_free(g_m32);
+    eng_model_free(g_m16);
+    eng_model_free(g_draft);
+    return rc;
+}
