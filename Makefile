@@ -1,6 +1,6 @@
 # kvsweep build. `make` (CUDA auto-detected), `make CUDA=0`, `make test`,
 # `make test-gpu`, `make demo`, `make asan`, `make fuzz`, `make bench`,
-# `make soak`, `make V=1` for full command lines.
+# `make bench-policy`, `make bench-gpu`, `make soak`, `make V=1` for full command lines.
 #
 # Layout of the products (dependency direction kernels <- engine <- CLIs):
 #   build/libkernels.a   kernels/cpu/*.c + kernels/cuda_loader.c (dlopens libkvcuda.so on first use)
@@ -28,8 +28,12 @@ BLAS_DIR  ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_INC  ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 
 CPPFLAGS  += -Ikernels -Iengine -Iworker -Isubmit -I$(BLAS_INC) -MMD -MP -D_GNU_SOURCE -DKN_CUDA=$(CUDA)
-CFLAGS    ?= -O2 -g
-CFLAGS    += -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -fopenmp $(SAN)
+# OPT, not CFLAGS, on the command line (`make OPT="-O1 -g"`): a command-line
+# CFLAGS would replace the warnings and $(SAN) below. Under a sanitizer every
+# object is position-independent, so the mock libkvcuda_mock.so links too.
+OPT       ?= -O2 -g
+CFLAGS    += $(OPT) -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -fopenmp $(SAN) \
+             $(if $(SAN),-fPIC)
 NVCCFLAGS ?= -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
 NVCCFLAGS += -Werror all-warnings
 # libkvcuda.so objects: position-independent, only kn_cuda_api_get exported,
@@ -165,7 +169,7 @@ test-gpu: all
 
 # Same tests under AddressSanitizer + UBSan, in their own build tree.
 asan: deps
-	$(Q)$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g" \
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g" \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
 
 # libFuzzer runs of the outside-input parsers (FUZZ_SECONDS each).
@@ -182,7 +186,8 @@ demo: deps all
 soak: deps all
 	$(Q)KV_CHAOS_JOBS=1000 sh tests/test_chaos.sh $(BUILD)
 
-BENCH_BIN := $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/bench_*.c))
+# (bench_gpu is `make bench-gpu`'s alone: ops/bench.sh runs the CPU benches.)
+BENCH_BIN := $(filter-out $(BUILD)/bench_gpu,$(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/bench_*.c)))
 bench: deps all $(BENCH_BIN)
 	$(Q)sh ops/bench.sh $(BUILD)
 
@@ -193,6 +198,13 @@ $(BUILD)/bench_policy: LDFLAGS += $(foreach h,$(BENCH_POLICY_HOOKS),-Wl,--wrap=e
 bench-policy: deps $(BUILD)/kvrun $(BUILD)/bench_policy
 	$(Q)sh ops/bench_policy.sh $(BUILD)
 
+# The CUDA backend: decode TPOT and prefill speed of random 410m/1b/2.8b
+# checkpoints, full cache and streaming, against bytes read per token /
+# measured device bandwidth (tests/bench_gpu.c, README "Measured").
+# Prints SKIP without a device (KV_REQUIRE_GPU=1: fails).
+bench-gpu: deps all $(BUILD)/bench_gpu
+	$(Q)sh ops/bench_gpu.sh $(BUILD)
+
 check-deps:
 	@! grep -rEn '#include *[<"](hiredis|sqlite3|hiredis/hiredis)' engine kernels
 	@! grep -rEn '#include *[<"](sqlite3)' worker
@@ -200,6 +212,6 @@ check-deps:
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps test test-gpu asan fuzz bench bench-policy demo soak check-deps clean FORCE
+.PHONY: all deps test test-gpu asan fuzz bench bench-policy bench-gpu demo soak check-deps clean FORCE
 .SECONDARY:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
