@@ -166,6 +166,7 @@ test: deps
 test-gpu: all
 	$(Q)KV_REQUIRE_GPU=1 $(BUILD)/tests/test_cuda_ops
 	$(Q)KV_REQUIRE_GPU=1 $(BUILD)/tests/test_forward_gpu
+	$(Q)KV_REQUIRE_GPU=1 $(BUILD)/tests/test_offload
 
 # Same tests under AddressSanitizer + UBSan, in their own build tree.
 asan: deps

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "policy.h"
 
 #define GPU_ALIGN 256   /* bytes: every carved device buffer starts on this */
 
@@ -214,6 +215,8 @@ eng_status eng_gpu_state_init(eng_gpu_state **out, const kn_cuda_api *api, const
     gs->cap = n_ctx;
     gs->n_batch = n_batch;
     gs->layer = -1;
+    gs->recent = -1;   /* no policy: keep everything, the window never moves */
+    gs->shift_base = -1;
     /* The arena: 16-bit prefill tiles (the device splits activations into
      * two 16-bit halves, the mock needs KN_LP_TILE fp32 rows), attention
      * partials / the mock's per-thread attention rows; 64 MiB at least. */
@@ -260,18 +263,21 @@ void eng_gpu_state_free(eng_gpu_state *gs) {
         const kn_cuda_api *A = gs->api;
         A->graph_free(gs->ctx, gs->graph);
         A->host_free(gs->ctx, gs->h_pinned);
+        A->mem_free(gs->ctx, gs->d_pol);
         A->mem_free(gs->ctx, gs->d_act);
         A->mem_free(gs->ctx, gs->d_kv);
         A->mem_free(gs->ctx, gs->d_weights);
         A->ctx_free(gs->ctx);
     }
     eng_free(gs->logits);   /* the host staging allocation starts here */
+    eng_free(gs->h_shift_pos);
     eng_free(gs);
 }
 
 void eng_gpu_state_reset(eng_gpu_state *gs) {
     gs->n_past = 0;
     gs->n_held = 0;
+    gs->base = 0;
 }
 
 eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n) {
@@ -285,10 +291,52 @@ eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n) {
 }
 
 eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
-    if (!p) return ENG_OK;
-    eng_errf(gs->err, sizeof gs->err,
-             "gpu: KV policies do not run on the device yet (full cache only in this stage); use the CPU for policies");
-    return ENG_ERR_UNSUPPORTED;
+    const eng_config *c = &gs->model->cfg;
+    int sink = 0, recent = -1, shift = 0;
+    if (gs->n_past != 0 || gs->cap == 0) {
+        eng_errf(gs->err, sizeof gs->err, "set_policy: %s", gs->cap ? "the state already holds tokens"
+                                                                     : "offload mode: the host state runs the policy");
+        return ENG_ERR_INVAL;
+    }
+    if (p && !eng_policy_sink_recent(p, &sink, &recent, &shift)) {
+        eng_errf(gs->err, sizeof gs->err, "set_policy: '%s' does not run on the device cache (offload mode does it, "
+                 "engine/fwd.h)", eng_policy_name(p));
+        return ENG_ERR_UNSUPPORTED;
+    }
+    if (recent >= 0 && (int64_t)sink + recent >= gs->cap) recent = -1;   /* never evicts in this capacity */
+    gs->policy = p;
+    gs->sink = sink;
+    gs->recent = recent;
+    gs->pos_shift = shift && c->n_rot > 0;
+    gs->base = 0;
+    gs->shift_base = -1;
+    if (recent >= 0 || gs->pos_shift) {   /* the window moves or the rotation is per row: no graph */
+        gs->graph_on = 0;
+        if (strcmp(gs->graph_status, "on") == 0)
+            eng_errf(gs->graph_status, sizeof gs->graph_status, "off (policy %s: the cache window moves every step)",
+                     eng_policy_name(p));
+    }
+    if (!gs->pos_shift || gs->d_pol) return ENG_OK;
+    size_t rows = (size_t)c->n_head * gs->cap, R2 = (size_t)c->n_rot / 2;
+    size_t bytes = align_up(rows * c->head_dim * sizeof(float)) + 2 * align_up(rows * R2 * sizeof(float)) +
+                   align_up(rows * sizeof(int32_t));
+    kn_status st = gs->api->mem_alloc(gs->ctx, &gs->d_pol, bytes);
+    gs->h_shift_pos = eng_alloc(rows * sizeof(int32_t));
+    if (st != KN_OK || !gs->h_shift_pos) {
+        eng_errf(gs->err, sizeof gs->err, "set_policy: %.1f MiB of pos=shift buffers: %s", (double)bytes / (1 << 20),
+                 st != KN_OK ? gs->api->errmsg(gs->ctx) : "out of host memory");
+        gs->policy = NULL;
+        return st != KN_OK ? status_of(st) : ENG_ERR_NOMEM;
+    }
+    char *q = gs->d_pol;
+    gs->ks = (float *)q;
+    q += align_up(rows * c->head_dim * sizeof(float));
+    gs->shift_cos = (float *)q;
+    q += align_up(rows * R2 * sizeof(float));
+    gs->shift_sin = (float *)q;
+    q += align_up(rows * R2 * sizeof(float));
+    gs->shift_pos = (int32_t *)q;
+    return ENG_OK;
 }
 
 const char *eng_gpu_state_errmsg(const eng_gpu_state *gs) { return gs ? gs->err : "no gpu state"; }
@@ -346,12 +394,19 @@ static eng_status layer_mlp(eng_gpu_state *gs, int l, int T) {
     return ENG_OK;
 }
 
-/* The whole layer over the device cache: qkv -> rope(q, k) -> cache -> attend -> mlp. */
+/* The whole layer over the device cache: qkv -> rope(q, k) -> cache ->
+ * attend -> mlp. The held rows are the window [base, base + n_held) of each
+ * head's slab (base 0 without a moving policy), so K and V below point at
+ * the window and every op indexes it as a cache of its own with the slab's
+ * stride. pos=shift: q sits at its cache index (stage_ints), k joins the
+ * cache unrotated, and attention reads a copy of the keys rotated by cache
+ * index (ks; the tables follow base, shift_tables). */
 static eng_status layer_forward(eng_gpu_state *gs, int l, int T) {
     const kn_cuda_api *A = gs->api;
     kn_cuda_ctx *X = gs->ctx;
     const eng_config *c = &gs->model->cfg;
     size_t C = (size_t)c->n_embd, slab = (size_t)c->n_head * gs->cap * c->head_dim;
+    size_t win = (size_t)gs->base * c->head_dim;
     int NH = c->n_head, D = c->head_dim, R = c->n_rot;
     float *K = gs->d_kv + (size_t)l * slab, *V = gs->d_kv + ((size_t)c->n_layer + l) * slab;
     const int32_t *base = gs->d_ints + 2 * (size_t)gs->n_batch;
@@ -359,10 +414,19 @@ static eng_status layer_forward(eng_gpu_state *gs, int l, int T) {
     if (st != ENG_OK) return st;
     if (R > 0) {
         GPU_OP(gs, "rope q", A->rope(X, gs->qkv, T, NH, D, 3 * C, R, gs->rope_cos, gs->rope_sin));
-        GPU_OP(gs, "rope k", A->rope(X, gs->qkv + C, T, NH, D, 3 * C, R, gs->rope_cos, gs->rope_sin));
+        if (!gs->pos_shift)
+            GPU_OP(gs, "rope k", A->rope(X, gs->qkv + C, T, NH, D, 3 * C, R, gs->rope_cos, gs->rope_sin));
     }
-    GPU_OP(gs, "kv_append", A->kv_append(X, K, V, gs->qkv + C, gs->qkv + 2 * C, 3 * C, T, NH, D, gs->cap, base, gs->n_vis));
-    GPU_OP(gs, "attention", A->attention(X, gs->att, gs->qkv, 3 * C, K, V, T, NH, D, gs->cap, gs->n_vis, NULL));
+    GPU_OP(gs, "kv_append", A->kv_append(X, K + win, V + win, gs->qkv + C, gs->qkv + 2 * C, 3 * C, T, NH, D, gs->cap,
+                                         base, gs->n_vis));
+    const float *Ka = K + win;
+    if (gs->pos_shift) {   /* every row of the slab rotated by its cache index (rows outside the window: unused) */
+        GPU_OP(gs, "copy keys for pos=shift", A->copy_d2d(X, gs->ks, K, slab * sizeof(float)));
+        GPU_OP(gs, "rope keys by cache index",
+               A->rope(X, gs->ks, NH * gs->cap, 1, D, (size_t)D, R, gs->shift_cos, gs->shift_sin));
+        Ka = gs->ks + win;
+    }
+    GPU_OP(gs, "attention", A->attention(X, gs->att, gs->qkv, 3 * C, Ka, V + win, T, NH, D, gs->cap, gs->n_vis, NULL));
     return layer_mlp(gs, l, T);
 }
 
@@ -372,7 +436,7 @@ static void stage_ints(const eng_gpu_state *gs, int32_t *ints, const int32_t *to
     size_t B = (size_t)gs->n_batch;
     for (int t = 0; t < T; t++) {
         ints[t] = tok[t];
-        ints[B + (size_t)t] = gs->n_past + t;
+        ints[B + (size_t)t] = (gs->pos_shift ? gs->n_held : gs->n_past) + t;   /* pos=shift: the cache index */
     }
     for (int h = 0; h < gs->model->cfg.n_head; h++) ints[2 * B + (size_t)h] = gs->n_held;
 }
@@ -481,6 +545,64 @@ static eng_status forward_chunk(eng_gpu_state *gs, const int32_t *tok, int T, fl
     return ENG_OK;
 }
 
+/* kv_move on every layer's K and V: rows [src, src + rows) -> dst. */
+static eng_status move_rows(eng_gpu_state *gs, int src, int dst, int rows) {
+    const eng_config *c = &gs->model->cfg;
+    size_t slab = (size_t)c->n_head * gs->cap * c->head_dim;
+    gs->layer = -1;
+    for (int l = 0; l < c->n_layer; l++) {
+        float *K = gs->d_kv + (size_t)l * slab, *V = gs->d_kv + ((size_t)c->n_layer + l) * slab;
+        gs->layer = l;
+        GPU_OP(gs, "kv_move", gs->api->kv_move(gs->ctx, K, V, c->n_head, c->head_dim, gs->cap, src, dst, rows));
+    }
+    gs->layer = -1;
+    return ENG_OK;
+}
+
+/* The start of a step under a window/streaming policy: the CPU hooks' rule
+ * (policy_window.c) — a head holding n > sink + recent keeps [0, sink) and
+ * the last `recent` — done by moving the sink rows up over the evicted ones
+ * and advancing base; then the chunk is cut to the room left (as
+ * eng_policy_room), and the window goes back to row 0 if the chunk would
+ * pass the slab's end. *evicted: rows dropped per head. */
+static eng_status window_step(eng_gpu_state *gs, int want, int *T, int32_t *evicted) {
+    *evicted = 0;
+    int32_t budget = gs->sink + gs->recent;
+    if (gs->recent >= 0 && gs->n_held > budget) {
+        int32_t e = gs->n_held - budget;
+        if (gs->sink > 0) {
+            eng_status st = move_rows(gs, gs->base, gs->base + e, gs->sink);
+            if (st != ENG_OK) return st;
+        }
+        gs->base += e;
+        gs->n_held = budget;
+        *evicted = e;
+    }
+    int room = gs->cap - gs->n_held;
+    if (room <= 0) {
+        eng_errf(gs->err, sizeof gs->err, "forward: KV cache of %d slots has no room after policy '%s'", gs->cap,
+                 eng_policy_name(gs->policy));
+        return ENG_ERR_CAPACITY;
+    }
+    *T = want < room ? want : room;
+    if (gs->base + gs->n_held + *T > gs->cap) {
+        eng_status st = move_rows(gs, gs->base, 0, gs->n_held);
+        if (st != ENG_OK) return st;
+        gs->base = 0;
+    }
+    if (gs->pos_shift && gs->shift_base != gs->base) {   /* row j of every head sits at cache index j - base */
+        const eng_config *c = &gs->model->cfg;
+        int rows = c->n_head * gs->cap;
+        for (int i = 0; i < rows; i++) gs->h_shift_pos[i] = i % gs->cap - gs->base;
+        GPU_OP(gs, "upload pos=shift rows", gs->api->copy_h2d(gs->ctx, gs->shift_pos, gs->h_shift_pos,
+                                                             (size_t)rows * sizeof(int32_t)));
+        GPU_OP(gs, "rope_table pos=shift", gs->api->rope_table(gs->ctx, gs->shift_cos, gs->shift_sin, gs->inv_freq,
+                                                               gs->shift_pos, rows, c->n_rot));
+        gs->shift_base = gs->base;
+    }
+    return ENG_OK;
+}
+
 eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, float *logits, int all_logits) {
     const eng_config *c = &gs->model->cfg;
     if (n <= 0) {
@@ -498,19 +620,26 @@ eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, floa
                                           "through eng_state_set_device)");
         return ENG_ERR_INVAL;
     }
-    if ((int64_t)gs->n_held + n > gs->cap) {
+    int moving = gs->recent >= 0 || gs->pos_shift;
+    if (gs->recent < 0 && (int64_t)gs->n_held + n > gs->cap) {
         eng_errf(gs->err, sizeof gs->err, "forward: KV cache holds %d of %d tokens; %d more do not fit", gs->n_held,
                  gs->cap, n);
         return ENG_ERR_CAPACITY;
     }
     for (int i = 0; i < n;) {
         int T = n - i < gs->n_batch ? n - i : gs->n_batch;
+        int32_t evicted = 0;
+        if (moving) {
+            eng_status st = window_step(gs, T, &T, &evicted);
+            if (st != ENG_OK) return st;
+        }
         int last = i + T == n;
         float *lg = NULL;
         if (logits && all_logits) lg = logits + (size_t)i * c->n_vocab;
         else if (logits && last) lg = logits;
         eng_status st = forward_chunk(gs, tokens + i, T, lg, all_logits);
         if (st != ENG_OK) return st;
+        if (gs->policy) eng_policy_account_uniform(gs->policy, gs->n_held, evicted, (int64_t)gs->kv_bytes);
         i += T;
     }
     return ENG_OK;

@@ -68,7 +68,7 @@ typedef struct eng_gpu_state {
     int cap;           /* KV slots per head (n_ctx); 0: offload mode, no device cache */
     int n_batch;       /* max tokens per forward chunk */
     int32_t n_past;    /* absolute position of the next token */
-    int32_t n_held;    /* slots held by every head of every layer (full cache) */
+    int32_t n_held;    /* slots held by every head of every layer */
     eng_gpu_weights w;
     /* device buffers, by lifetime class */
     void *d_weights;   /* the weights, uploaded once */
@@ -99,6 +99,21 @@ typedef struct eng_gpu_state {
     float *g_logits;         /* (V) the graph's logits download */
     int32_t *g_ints;         /* d_ints' layout: the graph's upload source, rewritten before each replay */
     char graph_status[320];  /* "on", "off (KV_CUDA_GRAPHS=0)", "off (<reason>)" */
+    /* the KV policy the device cache runs itself (eng_gpu_state_set_policy):
+     * full, window or streaming. Held rows are a window [base, base+n_held)
+     * of each head's slab; an eviction moves the sink rows up and advances
+     * base, and when the next chunk would pass cap the window moves back to
+     * row 0 (at most once per ENG_POLICY_SLACK tokens). */
+    struct eng_policy *policy; /* borrowed; NULL: none (no statistics) */
+    int sink, recent;  /* recent -1: keep everything (full) */
+    int pos_shift;     /* 1: keys cached before RoPE, rotated by cache index at attention */
+    int32_t base;      /* the window's first row */
+    int32_t shift_base;/* base the shift tables hold (-1: stale) */
+    void *d_pol;       /* pos=shift: the policy's one device allocation, else NULL */
+    float *ks;         /* (NH, cap, D) one layer's keys rotated by cache index */
+    float *shift_cos, *shift_sin; /* (NH·cap, R/2) the rotation of every row for the current base */
+    int32_t *shift_pos;/* (NH·cap) device: row j of every head -> cache index j - base */
+    int32_t *h_shift_pos; /* host staging of shift_pos (one host allocation) */
     int layer;         /* layer of the op running (-1 outside the layer loop), for errors */
     char err[512];
 } eng_gpu_state;
@@ -116,8 +131,15 @@ void eng_gpu_state_reset(eng_gpu_state *gs);
 /* Forget the last n tokens, as eng_state_rollback; ENG_ERR_INVAL (nothing
  * changed) when fewer than n are held. */
 eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n);
-/* NULL is accepted (full cache); any policy is refused with
- * ENG_ERR_UNSUPPORTED: policies run in offload mode (below). */
+/* Before the first forward. full, window and streaming run on the device
+ * cache itself (eng_policy_sink_recent: same rule, positions and chunking
+ * as the CPU hooks; the policy's statistics are kept through
+ * eng_policy_account_uniform); the state then needs n_ctx >=
+ * eng_policy_capacity. pos=shift makes the policy's one device allocation
+ * (rotated keys of one layer + per-row rotation tables). Under a window or
+ * streaming policy decode steps run eagerly (the window moves every step,
+ * which a captured graph cannot follow). Any other policy:
+ * ENG_ERR_UNSUPPORTED — it runs in offload mode (below). NULL detaches. */
 eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p);
 
 /* eng_forward on the device: tokens[0..n) at positions n_past.., appended

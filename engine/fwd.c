@@ -42,11 +42,14 @@ eng_status eng_fwd_init(eng_fwd *f, const eng_model *m, int gpu, int n_ctx, int 
         st = cpu_state(f, m, n_ctx, n_batch, err, n_err);
     } else {
         const kn_cuda_api *api = eng_fwd_open_device(gpu, &st, err, n_err);
-        int native = !p || strcmp(eng_policy_name(p), "full") == 0;
+        int sink, recent, shift;
+        int native = !p || eng_policy_sink_recent(p, &sink, &recent, &shift);
         if (!api) {
             /* st and err set by the probe */
         } else if (native) {
             st = eng_gpu_state_init(&f->gpu, api, m, gpu, n_ctx, n_batch, err, n_err);
+            if (st == ENG_OK && (st = eng_gpu_state_set_policy(f->gpu, p)) != ENG_OK)
+                eng_errf(err, n_err, "%s", eng_gpu_state_errmsg(f->gpu));
         } else if ((st = cpu_state(f, m, n_ctx, n_batch, err, n_err)) == ENG_OK &&
                    (st = eng_gpu_state_init(&f->gpu, api, m, gpu, 0, f->cpu->n_batch, err, n_err)) == ENG_OK &&
                    (st = eng_state_set_device(f->cpu, f->gpu)) != ENG_OK) {
@@ -70,15 +73,7 @@ void eng_fwd_free(eng_fwd *f) {
 
 eng_status eng_fwd_forward(eng_fwd *f, const int32_t *tokens, int n, float *logits, int all_logits) {
     if (f->cpu) return eng_forward(f->cpu, tokens, n, logits, all_logits);
-    eng_status st = eng_gpu_forward(f->gpu, tokens, n, logits, all_logits);
-    if (st == ENG_OK && f->policy) {   /* one step per chunk, as the CPU path's step_end counts them */
-        int32_t held = f->gpu->n_held - n;
-        for (int i = 0; i < n; i += f->gpu->n_batch) {
-            held += n - i < f->gpu->n_batch ? n - i : f->gpu->n_batch;
-            eng_policy_account_full(f->policy, held, (int64_t)f->gpu->kv_bytes);
-        }
-    }
-    return st;
+    return eng_gpu_forward(f->gpu, tokens, n, logits, all_logits);
 }
 
 eng_status eng_fwd_rollback(eng_fwd *f, int n) {

@@ -4,10 +4,12 @@
  *
  * Three modes, chosen by eng_fwd_init:
  *   cpu      gpu < 0: an eng_state (forward.h), KV policy attached to it.
- *   device   gpu >= 0, no policy or "full": eng_gpu_state runs the whole pass
- *            with its KV cache on the device (the fast path). A "full"
- *            policy object gets its statistics from the device cache
- *            (eng_policy_account_full), so results carry the same fields.
+ *   device   gpu >= 0 with no policy, full, window or streaming: eng_gpu_state
+ *            runs the whole pass with its KV cache on the device (the fast
+ *            path; window/streaming by a moving window of the cache,
+ *            forward_gpu.h). The policy object gets its statistics from
+ *            the device cache (eng_policy_account_uniform), so results carry
+ *            the same fields.
  *   offload  gpu >= 0 with any other policy: an eng_state holds the cache and
  *            runs the attention block with the policy's hooks on the host, a
  *            cache-less eng_gpu_state runs the dense math (forward_gpu.h

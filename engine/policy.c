@@ -583,9 +583,19 @@ static void account_step(eng_policy *p, int64_t every) {
     p->n_steps++;
 }
 
-void eng_policy_account_full(eng_policy *p, int64_t n_held, int64_t kv_alloc) {
-    if (p->st || strcmp(p->name, "full") != 0) return;   /* an attached policy accounts for itself */
+int eng_policy_sink_recent(const eng_policy *p, int *sink, int *recent, int *pos_shift) {
+    if (p->ops != &pol_ops_full && p->ops != &pol_ops_window && p->ops != &pol_ops_streaming) return 0;
+    int full = p->ops == &pol_ops_full;
+    *sink = full ? 0 : p->sink;
+    *recent = full ? -1 : p->recent;
+    *pos_shift = p->pos_shift;
+    return 1;
+}
+
+void eng_policy_account_uniform(eng_policy *p, int64_t n_held, int64_t evicted, int64_t kv_alloc) {
+    if (p->st) return;   /* an attached policy accounts for itself */
     p->ext_kv_alloc = kv_alloc;
+    p->evictions += evicted * p->cfg.n_layer * p->cfg.n_head;
     p->steps++;
     account_step(p, n_held);
 }

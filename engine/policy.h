@@ -89,11 +89,16 @@ int eng_policy_at_prefill(const eng_policy *p);
 eng_status eng_state_set_policy(eng_state *s, eng_policy *p);
 
 void eng_policy_stats_get(const eng_policy *p, eng_policy_stats *st);
-/* The device's full cache (engine/fwd.c, no policy hooks there): account
- * one step of an unattached "full" policy as if every head of every layer
- * held n_held slots, with kv_alloc bytes of cache allocated. A no-op for any
- * other policy and for an attached one (it accounts for itself). */
-void eng_policy_account_full(eng_policy *p, int64_t n_held, int64_t kv_alloc);
+/* For the device's own cache (engine/forward_gpu.c, no policy hooks there),
+ * which runs full, window and streaming itself: 1 and their rule — keep
+ * [0, sink) and the last `recent` (-1: everything, full), keys rotated by
+ * cache index when pos_shift — for those three; 0 for any other policy. */
+int eng_policy_sink_recent(const eng_policy *p, int *sink, int *recent, int *pos_shift);
+/* Account one step of an unattached policy as step_end would: every head of
+ * every layer holds n_held slots after `evicted` were dropped from each at
+ * the step's start; kv_alloc bytes of cache allocated. A no-op for a policy
+ * attached to a CPU state (it accounts for itself). */
+void eng_policy_account_uniform(eng_policy *p, int64_t n_held, int64_t evicted, int64_t kv_alloc);
 /* Clear the accumulated statistics (not the per-sequence state). */
 void eng_policy_stats_reset(eng_policy *p);
 

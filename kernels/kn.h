@@ -116,6 +116,11 @@ void kn_kv_append_ref(float *k_cache, float *v_cache, const float *k_src, const 
  * pos(NH, cap). Entries with keep < i or >= cap are skipped. */
 void kn_kv_compact_ref(float *k_cache, float *v_cache, float *score, int32_t *pos, const int32_t *keep,
                        const int32_t *n_keep, int NH, int D, int cap);
+/* Rows [src, src + rows) of every head of K and V (NH, cap, D) to rows
+ * [dst, dst + rows), as memmove: overlapping ranges are fine (the sliding
+ * window of sink+recent policies on the device: sinks move up one row per
+ * eviction, the window moves back to row 0 now and then). */
+void kn_kv_move_ref(float *k_cache, float *v_cache, int NH, int D, int cap, int src, int dst, int rows);
 /* norms(NH, cap)[h][j] = ||k[h][j]||₂ (fp32 sum of squares) for j < n_held[h];
  * other entries untouched. */
 void kn_key_norms_ref(float *norms, const float *k, const int32_t *n_held, int NH, int D, int cap);

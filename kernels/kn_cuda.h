@@ -43,7 +43,7 @@ extern "C" {
 
 /* Bumped whenever kn_cuda_api changes; the loader refuses any other.
  * 2: graph_begin/end/launch/free and copy_d2h_async. */
-#define KN_CUDA_ABI 2
+#define KN_CUDA_ABI 3
 
 typedef struct kn_cuda_ctx kn_cuda_ctx;     /* device, stream, cuBLAS handle, arena, last error */
 typedef struct kn_cuda_graph kn_cuda_graph; /* an instantiated capture (cudaGraphExec_t), replayable */
@@ -144,6 +144,10 @@ typedef struct kn_cuda_api {
     kn_status (*kv_append)(kn_cuda_ctx *c, float *k_cache, float *v_cache, const float *k_src,
                            const float *v_src, size_t src_stride, int T, int NH, int D, int cap,
                            const int32_t *base, int32_t *n_vis);
+    /* kn_kv_move_ref: rows [src, src+rows) -> [dst, dst+rows) of every head,
+     * overlap-safe; KN_ERR_INVAL for a range outside [0, cap). */
+    kn_status (*kv_move)(kn_cuda_ctx *c, float *k_cache, float *v_cache, int NH, int D, int cap, int src, int dst,
+                         int rows);
     /* kn_kv_compact_ref; keep(NH, cap) and n_keep(NH) on the device. */
     kn_status (*kv_compact)(kn_cuda_ctx *c, float *k_cache, float *v_cache, float *score, int32_t *pos,
                             const int32_t *keep, const int32_t *n_keep, int NH, int D, int cap);

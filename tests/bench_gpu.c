@@ -26,10 +26,11 @@
  *
  * A point is (model, policy, context): eng_fwd_init on the device with
  * n_ctx = eng_policy_capacity(policy, ctx + warm-up + decode), n_batch 512.
- * In device mode (policy "full") one chunk is run and the state reset first,
- * so the timed prefill does not pay cuBLAS's first-call costs; offload mode
- * (every other policy: attention and cache on the host, fwd.h) skips that,
- * since resetting the host state does not reset the policy. Prefill: `ctx`
+ * In device mode (full, window, streaming: the device cache) one chunk is
+ * run and the state reset first, so the timed prefill does not pay cuBLAS's
+ * first-call costs; offload mode (every other policy: attention and cache
+ * on the host, fwd.h) skips it. The policy's statistics are cleared before
+ * the timed steps. Prefill: `ctx`
  * pseudo-random ids < n_vocab in chunks of n_batch, the last one asking for
  * its last row's logits (a host download, so the clock stops after the
  * device finished). Then two untimed decode steps (the first runs eagerly,

@@ -159,8 +159,11 @@ if [ -f "$mock" ] && ! grep -q "built without CUDA" "$tmp/gpu0"; then
         [ -s "$tmp/pc" ] && cmp -s "$tmp/pc" "$tmp/pg" && ok "ppl ${mode:-streaming} --gpu 0 (mock) == CPU" ||
             bad "ppl ${mode:-streaming} --gpu 0 (mock) == CPU ($(cat "$tmp/pc") vs $(cat "$tmp/pg"))"
     done
+    mk "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 60 --policy h2o:sink=2,heavy=8,recent=8 --gpu 0 \
+        2>&1 >/dev/null | grep -q "offload mode" && ok "ppl --policy h2o --gpu 0 says offload mode" || bad "ppl --policy h2o --gpu 0: no offload mode line"
     mk "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 60 --policy streaming:sink=4,recent=16 --gpu 0 \
-        2>&1 >/dev/null | grep -q "offload mode" && ok "ppl --policy --gpu 0 says offload mode" || bad "ppl --policy --gpu 0: no offload mode line"
+        2>&1 >/dev/null | grep -q "(device mode)" && ok "ppl --policy streaming --gpu 0 runs on the device cache" ||
+        bad "ppl --policy streaming --gpu 0: no device mode line"
     sp="--max-new 40 --ignore-eos --print-ids --draft $sm --policy h2o:sink=2,heavy=8,recent=12 --draft-policy window:recent=8"
     # shellcheck disable=SC2086
     "$kv" generate --model "$sm" --prompt-ids "$(cat "$sg/prompt_ids.txt")" $sp > "$tmp/sc" 2>/dev/null

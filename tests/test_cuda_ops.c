@@ -446,6 +446,33 @@ static void test_kv_compact(void) {
     }
 }
 
+/* kv_move: up and down, overlapping and not, D past the block size. */
+static void test_kv_move(void) {
+    struct { int D, cap, src, dst, rows; } cs[] = {
+        {80, 300, 10, 11, 4},     // sinks up one row (overlapping)
+        {80, 300, 7, 0, 250},     // the window back to row 0 (overlapping)
+        {256, 70, 40, 0, 30},     // back to 0, disjoint
+        {300, 50, 3, 9, 41},      // up, overlapping, D > 256
+        {64, 16, 0, 0, 16},       // no-op
+    };
+    for (size_t s = 0; s < sizeof cs / sizeof cs[0]; s++) {
+        int NH = 3, D = cs[s].D, cap = cs[s].cap;
+        size_t nkv = (size_t)NH * cap * D;
+        float *kc = rnd(nkv, 1, 0), *vc = rnd(nkv, 1, 0);
+        float *dk = dev_put(kc, nkv * 4), *dv = dev_put(vc, nkv * 4), *gk = hbuf(nkv * 4), *gv = hbuf(nkv * 4);
+        MARK_ALLOCS();
+        OK(A->kv_move(C, dk, dv, NH, D, cap, cs[s].src, cs[s].dst, cs[s].rows));
+        kn_kv_move_ref(kc, vc, NH, D, cap, cs[s].src, cs[s].dst, cs[s].rows);
+        CU_ASSERT(dev_get(gk, dk, nkv * 4, "kv_move k") && memcmp(gk, kc, nkv * 4) == 0);
+        CU_ASSERT(dev_get(gv, dv, nkv * 4, "kv_move v") && memcmp(gv, vc, nkv * 4) == 0);
+        NO_OP_ALLOCS();
+        reset();
+    }
+    float *d = dev_put((float[4]){0}, 16);
+    CU_ASSERT_EQUAL(A->kv_move(C, d, d, 1, 1, 4, 2, 0, 3), KN_ERR_INVAL);   /* src + rows > cap */
+    reset();
+}
+
 static void test_key_norms(void) {
     int dims[] = {80, 256, 32};
     for (size_t s = 0; s < sizeof dims / sizeof dims[0]; s++) {
@@ -793,6 +820,7 @@ int main(void) {
     CU_add_test(s, "attention prefill/decode, split-K, probs vs ref", test_attention);
     CU_add_test(s, "kv append vs ref", test_kv_append);
     CU_add_test(s, "kv compaction in place vs ref", test_kv_compact);
+    CU_add_test(s, "kv row moves (overlapping, both ways) vs ref", test_kv_move);
     CU_add_test(s, "key L2 norms vs ref", test_key_norms);
     CU_add_test(s, "accumulated attention vs ref", test_attn_accum);
     CU_add_test(s, "pool1d avg/max vs ref", test_pool1d);

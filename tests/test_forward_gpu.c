@@ -32,6 +32,7 @@
 #include "kn.h"
 #include "kn_cuda.h"
 #include "model.h"
+#include "policy.h"
 #include "sampler.h"
 #include "testutil.h"
 
@@ -271,9 +272,14 @@ static void test_errors(void) {
     CU_ASSERT_EQUAL(eng_gpu_forward(gs, toks, 1, NULL, 0), ENG_ERR_CAPACITY);
     CU_ASSERT(strstr(eng_gpu_state_errmsg(gs), "do not fit") != NULL);
     CU_ASSERT_EQUAL(gs->n_past, 8);
+    CU_ASSERT_EQUAL(eng_gpu_state_set_policy(gs, NULL), ENG_ERR_INVAL);   /* tokens held already */
+    eng_gpu_state_reset(gs);
+    eng_policy *h2o = tu_policy(f.m, "h2o:sink=2,heavy=4,recent=4");   /* scores: offload mode's, not the device cache's */
+    CU_ASSERT_FATAL(h2o != NULL);
+    CU_ASSERT_EQUAL(eng_gpu_state_set_policy(gs, h2o), ENG_ERR_UNSUPPORTED);
+    CU_ASSERT(strstr(eng_gpu_state_errmsg(gs), "offload mode") != NULL);
     CU_ASSERT_EQUAL(eng_gpu_state_set_policy(gs, NULL), ENG_OK);
-    CU_ASSERT_EQUAL(eng_gpu_state_set_policy(gs, (struct eng_policy *)gs), ENG_ERR_UNSUPPORTED);
-    CU_ASSERT(strstr(eng_gpu_state_errmsg(gs), "full cache only") != NULL);
+    eng_policy_free(h2o);
     eng_gpu_state_free(gs);
     char err[512];
     eng_gpu_state *none = NULL;

@@ -5,10 +5,13 @@
  * eng_fwd_init, which keeps the full cache on the device (device mode) and
  * runs any other policy in offload mode (forward_gpu.h): the dense math on
  * the device, the attention block with the policy's own hooks on the host.
- * Here the device is the mock library (build/tests/libkvcuda_mock.so, the
+ * Full, window and streaming run on the device cache itself (a moving
+ * window of rows, pos=shift rotated there by cache index); the rest in
+ * offload mode. Here the device is the mock library (build/tests/libkvcuda_mock.so, the
  * CPU ops behind the CUDA table, loaded through the real loader via
  * KV_CUDA_LIB), so the bar is exact: for all 18 policies the logits of a
- * prompt and of 40 greedy steps equal the CPU path's bit for bit and the
+ * prompt and of 40 greedy steps equal the CPU path's bit for bit (pos=shift
+ * on the device: <= 1e-4, the rotation is computed another way) and the
  * policy statistics (evictions, mean/max slots, bytes) are the same; a
  * "full" run on the device reports the CPU's statistics; greedy speculative
  * decoding with policies on target and draft emits the CPU's tokens with the
@@ -17,7 +20,11 @@
  * mode gives ENG_ERR_CUDA naming the op, never a crash; eng_state_set_device
  * refuses a device state with its own cache or a state already running.
  * Models: golden fixtures m64-f32 (fp32) and m80-bf16 (16-bit kept) as
- * targets, m32-f16 as the draft. */
+ * targets, m32-f16 as the draft. With KV_REQUIRE_GPU=1 (make test-gpu) the
+ * same runs go to the real libkvcuda.so on device 0 with the issue's bar
+ * (top-1 agreement >= 99.5 %, max softmax-probability difference <= 1e-2;
+ * speculative output equal for at least 40 of 48 tokens) and fail without
+ * a device; the fault-injection test is the mock's only. */
 #include <CUnit/Basic.h>
 #include <dlfcn.h>
 #include <libgen.h>
@@ -66,6 +73,35 @@ static eng_model *g_m32, *g_m16, *g_draft;
 static int32_t g_prompt[256];
 static int g_np;
 static char g_mock[PATH_MAX];
+static int g_real;   /* 1: the real libkvcuda.so on a GPU (make test-gpu): the tolerances */
+
+/* How far the device's logits (b) are from the CPU's (a), (rows, V) each;
+ * 1 when within the bar: exact (mock; pos=shift rotated on the device:
+ * <= 1e-4), or on a real device top-1 agreement >= 99.5 % and max softmax
+ * probability difference <= 1e-2. */
+static int logits_ok(const float *a, const float *b, int rows, int V, int shift, const char *what) {
+    double dmax = 0, pmax = 0;
+    long same = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *x = a + (size_t)r * V, *y = b + (size_t)r * V;
+        int ax = eng_argmax(x, V), ay = eng_argmax(y, V);
+        double sx = 0, sy = 0;
+        for (int i = 0; i < V; i++) {
+            double d = fabs((double)x[i] - y[i]);
+            if (!(d <= dmax)) dmax = d;
+            sx += exp((double)x[i] - x[ax]);
+            sy += exp((double)y[i] - y[ay]);
+        }
+        for (int i = 0; i < V; i++) {
+            double d = fabs(exp((double)x[i] - x[ax]) / sx - exp((double)y[i] - y[ay]) / sy);
+            if (!(d <= pmax)) pmax = d;
+        }
+        same += ax == ay;
+    }
+    printf("\n    %-58s max|dlogit| %.1e  max|dprob| %.1e  top-1 %ld/%d", what, dmax, pmax, same, rows);
+    if (g_real) return (double)same >= 0.995 * rows && pmax <= 1e-2;
+    return shift ? dmax <= 1e-4 : dmax == 0.0;
+}
 
 /* The mock library's fault injection, reached through its own handle. */
 static void mock_fail_after(long k) {
@@ -79,14 +115,14 @@ static void mock_fail_after(long k) {
 /* One run: prompt in one call (all rows' logits), then N_STEPS greedy steps
  * fed with ref's tokens when given (so both runs see the same inputs).
  * lg: (g_np + N_STEPS, V) out; toks: the greedy tokens. */
-static int run(const eng_model *m, int gpu, const char *spec, float *lg, int32_t *toks, const int32_t *ref,
-               eng_policy_stats *ps, char *mode, size_t n_mode) {
+static int run_n(const eng_model *m, int gpu, const char *spec, int n_steps, float *lg, int32_t *toks,
+                 const int32_t *ref, eng_policy_stats *ps, char *mode, size_t n_mode) {
     eng_policy *p = tu_policy(m, spec);
     if (!p) return -1;
     int V = m->cfg.n_vocab;
     eng_fwd f;
     char err[1024];
-    int n = g_np + N_STEPS;
+    int n = g_np + n_steps;
     eng_status st = eng_fwd_init(&f, m, gpu, eng_policy_capacity(p, n), 8, p, err, sizeof err);
     if (st != ENG_OK) {
         printf("\n    %s gpu %d: %s", spec, gpu, err);
@@ -95,7 +131,7 @@ static int run(const eng_model *m, int gpu, const char *spec, float *lg, int32_t
     }
     snprintf(mode, n_mode, "%s", eng_fwd_mode(&f));
     st = eng_fwd_forward(&f, g_prompt, g_np, lg, 1);
-    for (int i = 0; st == ENG_OK && i < N_STEPS; i++) {
+    for (int i = 0; st == ENG_OK && i < n_steps; i++) {
         const float *row = lg + (size_t)(g_np + i - 1) * V;
         toks[i] = eng_argmax(row, V);
         int32_t t = ref ? ref[i] : toks[i];
@@ -108,6 +144,11 @@ static int run(const eng_model *m, int gpu, const char *spec, float *lg, int32_t
     return st == ENG_OK ? 0 : -1;
 }
 
+static int run(const eng_model *m, int gpu, const char *spec, float *lg, int32_t *toks, const int32_t *ref,
+               eng_policy_stats *ps, char *mode, size_t n_mode) {
+    return run_n(m, gpu, spec, N_STEPS, lg, toks, ref, ps, mode, n_mode);
+}
+
 static void policies_case(const eng_model *m, const char *what) {
     int V = m->cfg.n_vocab, n = g_np + N_STEPS;
     float *a = malloc((size_t)n * V * sizeof(float)), *b = malloc((size_t)n * V * sizeof(float));
@@ -118,16 +159,16 @@ static void policies_case(const eng_model *m, const char *what) {
         char ma[16], mb[16];
         CU_ASSERT_FATAL(run(m, -1, g_specs[i], a, ta, NULL, &sa, ma, sizeof ma) == 0);
         CU_ASSERT_FATAL(run(m, 0, g_specs[i], b, tb, ta, &sb, mb, sizeof mb) == 0);
-        double dmax = 0;
-        for (size_t k = 0; k < (size_t)n * V; k++) {
-            double d = fabs((double)a[k] - b[k]);
-            if (!(d <= dmax)) dmax = d;
-        }
-        printf("\n    %s %-44s %-7s max|dlogit| %.1e  evictions %lld/%lld  mean slots %.2f/%.2f", what, g_specs[i],
-               mb, dmax, (long long)sa.evictions, (long long)sb.evictions, sa.cache_tokens_mean, sb.cache_tokens_mean);
-        CU_ASSERT_STRING_EQUAL(mb, i == 0 ? "device" : "offload");
-        CU_ASSERT_EQUAL(dmax, 0.0);
-        CU_ASSERT_EQUAL(memcmp(ta, tb, sizeof ta), 0);
+        char what_s[96];
+        snprintf(what_s, sizeof what_s, "%s %s %s", what, g_specs[i], mb);
+        /* full, window, streaming: the device cache itself; pos=shift rotates
+         * keys by cache index in one pass there (persistently on the CPU) */
+        int dev = i == 0 || !strncmp(g_specs[i], "window", 6) || !strncmp(g_specs[i], "streaming", 9);
+        int shift = !strncmp(g_specs[i], "streaming", 9) && !strstr(g_specs[i], "pos=original");
+        CU_ASSERT(logits_ok(a, b, n, V, shift, what_s));
+        printf(" evictions %lld/%lld", (long long)sa.evictions, (long long)sb.evictions);
+        CU_ASSERT_STRING_EQUAL(mb, dev ? "device" : "offload");
+        if (!g_real) CU_ASSERT_EQUAL(memcmp(ta, tb, sizeof ta), 0);   /* on a device: the top-1 agreement above */
         CU_ASSERT_EQUAL(sa.n_steps, sb.n_steps);
         CU_ASSERT_EQUAL(sa.evictions, sb.evictions);
         CU_ASSERT_EQUAL(sa.cache_tokens_max, sb.cache_tokens_max);
@@ -143,6 +184,40 @@ static void policies_case(const eng_model *m, const char *what) {
 
 static void test_policies_f32(void) { policies_case(g_m32, "f32"); }
 static void test_policies_16(void) { policies_case(g_m16, "bf16"); }
+
+/* The device cache's moving window over 300 steps: the capacity is budget
+ * + 64, so the window goes back to row 0 several times, with pos=shift
+ * and pos=original, with and without sinks. */
+static void test_window_long(void) {
+    const char *specs[] = {"streaming:sink=4,recent=20", "streaming:sink=3,recent=17,pos=original", "window:recent=16",
+                           "window:recent=12,pos=shift"};
+    enum { STEPS = 300 };
+    int V = g_m32->cfg.n_vocab, n = g_np + STEPS;
+    float *a = malloc((size_t)n * V * sizeof(float)), *b = malloc((size_t)n * V * sizeof(float));
+    int32_t *ta = malloc(STEPS * sizeof(int32_t)), *tb = malloc(STEPS * sizeof(int32_t));
+    CU_ASSERT_FATAL(a && b && ta && tb);
+    for (int i = 0; i < 4; i++) {
+        eng_policy_stats sa, sb;
+        char ma[16], mb[16];
+        CU_ASSERT_FATAL(run_n(g_m32, -1, specs[i], STEPS, a, ta, NULL, &sa, ma, sizeof ma) == 0);
+        CU_ASSERT_FATAL(run_n(g_m32, 0, specs[i], STEPS, b, tb, ta, &sb, mb, sizeof mb) == 0);
+        int shift = strstr(specs[i], "pos=shift") || (!strncmp(specs[i], "streaming", 9) && !strstr(specs[i], "pos=original"));
+        char what_s[96];
+        snprintf(what_s, sizeof what_s, "%s, %d steps", specs[i], STEPS);
+        CU_ASSERT(logits_ok(a, b, n, V, shift, what_s));
+        printf(" evictions %lld/%lld", (long long)sa.evictions, (long long)sb.evictions);
+        CU_ASSERT_STRING_EQUAL(mb, "device");
+        if (!g_real) CU_ASSERT_EQUAL(memcmp(ta, tb, STEPS * sizeof(int32_t)), 0);
+        CU_ASSERT_EQUAL(sa.evictions, sb.evictions);
+        CU_ASSERT(sa.evictions > (long long)(STEPS - 40) * g_m32->cfg.n_layer * g_m32->cfg.n_head);
+        CU_ASSERT_DOUBLE_EQUAL(sa.cache_tokens_mean, sb.cache_tokens_mean, 1e-12);
+        CU_ASSERT_EQUAL(sa.cache_tokens_max, sb.cache_tokens_max);
+    }
+    free(a);
+    free(b);
+    free(ta);
+    free(tb);
+}
 
 /* Greedy speculative decoding, CPU vs device (offload), policies on both levels. */
 static void test_spec(void) {
@@ -180,9 +255,17 @@ static void test_spec(void) {
         printf("\n    spec %-32s cpu %zu tokens, %ld/%ld accepted; device %zu tokens, %ld/%ld accepted", cases[c][0],
                out[0].n, st[0].accepted, st[0].drafted, out[1].n, st[1].accepted, st[1].drafted);
         CU_ASSERT_EQUAL(out[0].n, 48);
-        CU_ASSERT(out[0].n == out[1].n && !memcmp(out[0].v, out[1].v, out[0].n * sizeof(int32_t)));
-        CU_ASSERT_EQUAL(st[0].accepted, st[1].accepted);
-        CU_ASSERT_EQUAL(st[0].drafted, st[1].drafted);
+        CU_ASSERT_EQUAL(out[1].n, 48);
+        size_t same = 0;
+        while (same < out[0].n && same < out[1].n && out[0].v[same] == out[1].v[same]) same++;
+        printf(" (first %zu tokens equal)", same);
+        if (g_real) {   /* a real device may break a near-tie of a random model differently; then it diverges */
+            CU_ASSERT(same >= 40);
+        } else {
+            CU_ASSERT_EQUAL(same, 48);
+            CU_ASSERT_EQUAL(st[0].accepted, st[1].accepted);
+            CU_ASSERT_EQUAL(st[0].drafted, st[1].drafted);
+        }
         CU_ASSERT_EQUAL(st[1].invariant_violations, 0);
         if (c) CU_ASSERT(st[0].accepted > 0 && st[0].accepted < st[0].drafted);
         eng_ids_free(&out[0]);
@@ -239,13 +322,23 @@ static void test_errors(void) {
 }
 
 int main(void) {
-    /* the mock library beside this binary, through the real loader */
+    /* the mock library beside this binary, through the real loader; with
+     * KV_REQUIRE_GPU=1 (make test-gpu) the real one on device 0 instead */
     char exe[PATH_MAX];
     ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (k <= 0) return 1;
     exe[k] = 0;
     snprintf(g_mock, sizeof g_mock, "%s/libkvcuda_mock.so", dirname(exe));
-    setenv("KV_CUDA_LIB", g_mock, 1);
+    const char *req = getenv("KV_REQUIRE_GPU");
+    g_real = req && !strcmp(req, "1");
+    if (g_real) {
+        if (!kn_cuda_load() || kn_cuda_device_count() <= 0) {
+            printf("FAIL test_offload (device): KV_REQUIRE_GPU=1 but no device: %s\n", kn_cuda_unavailable_reason());
+            return 1;
+        }
+    } else {
+        setenv("KV_CUDA_LIB", g_mock, 1);
+    }
     kn_set_threads(1);
     eng_load_opts o16 = {.keep_16bit = 1};
     char err[1024];
@@ -258,11 +351,12 @@ int main(void) {
         return 1;
     }
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
-    CU_pSuite s = CU_add_suite("offload (mock device)", NULL, NULL);
+    CU_pSuite s = CU_add_suite(g_real ? "offload (real device)" : "offload (mock device)", NULL, NULL);
     CU_add_test(s, "18 policies, fp32: offload logits and stats == CPU", test_policies_f32);
     CU_add_test(s, "18 policies, bf16 kept: offload logits and stats == CPU", test_policies_16);
+    CU_add_test(s, "device window/streaming over 300 steps (window rebases) == CPU", test_window_long);
     CU_add_test(s, "greedy spec decoding with policies on the device == CPU", test_spec);
-    CU_add_test(s, "no device, no such device, set_device misuse, injected op failures", test_errors);
+    if (!g_real) CU_add_test(s, "no device, no such device, set_device misuse, injected op failures", test_errors);
     int rc = tu_run();
     eng_model_free(g_m32);
     eng_model_free(g_m16);

@@ -21,6 +21,15 @@ void kn_kv_append_ref(float *k_cache, float *v_cache, const float *k_src, const 
         }
 }
 
+void kn_kv_move_ref(float *k_cache, float *v_cache, int NH, int D, int cap, int src, int dst, int rows) {
+    if (rows <= 0 || src == dst || src < 0 || dst < 0 || src + rows > cap || dst + rows > cap) return;
+    for (int h = 0; h < NH; h++) {
+        size_t off = (size_t)h * cap * D;
+        memmove(k_cache + off + (size_t)dst * D, k_cache + off + (size_t)src * D, (size_t)rows * D * sizeof(float));
+        memmove(v_cache + off + (size_t)dst * D, v_cache + off + (size_t)src * D, (size_t)rows * D * sizeof(float));
+    }
+}
+
 void kn_kv_compact_ref(float *k_cache, float *v_cache, float *score, int32_t *pos, const int32_t *keep,
                        const int32_t *n_keep, int NH, int D, int cap) {
     for (int h = 0; h < NH; h++) {

@@ -336,6 +336,7 @@ static kn_cuda_api make_api(void) {
     a.rope = kn_cuda_rope;
     a.attention = kn_cuda_attention;
     a.kv_append = kn_cuda_kv_append;
+    a.kv_move = kn_cuda_kv_move;
     a.kv_compact = kn_cuda_kv_compact;
     a.key_norms = kn_cuda_key_norms;
     a.attn_accum = kn_cuda_attn_accum;

@@ -66,6 +66,8 @@ kn_status kn_cuda_attention(kn_cuda_ctx *c, float *out, const float *q, size_t q
 kn_status kn_cuda_kv_append(kn_cuda_ctx *c, float *k_cache, float *v_cache, const float *k_src,
                             const float *v_src, size_t src_stride, int T, int NH, int D, int cap,
                             const int32_t *base, int32_t *n_vis);
+kn_status kn_cuda_kv_move(kn_cuda_ctx *c, float *k_cache, float *v_cache, int NH, int D, int cap, int src, int dst,
+                          int rows);
 kn_status kn_cuda_kv_compact(kn_cuda_ctx *c, float *k_cache, float *v_cache, float *score, int32_t *pos,
                              const int32_t *keep, const int32_t *n_keep, int NH, int D, int cap);
 kn_status kn_cuda_key_norms(kn_cuda_ctx *c, float *norms, const float *k, const int32_t *n_held, int NH, int D,

@@ -77,6 +77,32 @@ extern "C" kn_status kn_cuda_kv_append(kn_cuda_ctx *c, float *k_cache, float *v_
     return KN_OK;
 }
 
+/* One block per (head, K or V); threads across D. Each thread moves its
+ * own column d row by row, so memmove order per column is enough: from the
+ * top when moving up (dst > src), from the bottom when moving down. */
+static __global__ void kv_move_kernel(float *kc, float *vc, int D, int cap, int src, int dst, int rows) {
+    const int h = blockIdx.x;
+    float *X = (blockIdx.y == 0 ? kc : vc) + (size_t)h * cap * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        if (dst > src)
+            for (int i = rows - 1; i >= 0; i--) X[(size_t)(dst + i) * D + d] = X[(size_t)(src + i) * D + d];
+        else
+            for (int i = 0; i < rows; i++) X[(size_t)(dst + i) * D + d] = X[(size_t)(src + i) * D + d];
+    }
+}
+
+extern "C" kn_status kn_cuda_kv_move(kn_cuda_ctx *c, float *k_cache, float *v_cache, int NH, int D, int cap, int src,
+                                     int dst, int rows) {
+    KN_ARG(c, NH > 0 && NH <= 65535 && D > 0 && cap > 0 && rows >= 0 && src >= 0 && dst >= 0 && src + rows <= cap &&
+                  dst + rows <= cap,
+           "kv_move: bad range NH=%d D=%d cap=%d src=%d dst=%d rows=%d", NH, D, cap, src, dst, rows);
+    if (rows == 0 || src == dst) return KN_OK;
+    const int threads = D < 256 ? (D + 31) / 32 * 32 : 256;
+    kv_move_kernel<<<dim3((unsigned)NH, 2u), threads, 0, c->stream>>>(k_cache, v_cache, D, cap, src, dst, rows);
+    KN_LAUNCHED(c, "kv_move_kernel");
+    return KN_OK;
+}
+
 extern "C" kn_status kn_cuda_kv_compact(kn_cuda_ctx *c, float *k_cache, float *v_cache, float *score, int32_t *pos,
                                         const int32_t *keep, const int32_t *n_keep, int NH, int D, int cap) {
     KN_ARG(c, NH > 0 && D > 0 && cap > 0, "kv_compact: bad shape NH=%d D=%d cap=%d", NH, D, cap);
