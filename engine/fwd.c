@@ -1,6 +1,7 @@
-/* fwd.c — the cpu / device / offload switch of fwd.h: a thin dispatch, plus
- * the device probe that turns "no library", "no device" and "no such
- * device" into one clear message naming the flag. */
+/* fwd.c — the cpu / device / offload switch of fwd.h: a thin dispatch, the
+ * device probe that turns "no library", "no device" and "no such device"
+ * into one clear message naming the flag, and perplexity's scoring loop
+ * (one copy for the ppl task and `kvrun ppl`). */
 #include "fwd.h"
 
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "kn.h"
 #include "kn_cuda.h"
 #include "policy.h"
+#include "sampler.h"
 
 const kn_cuda_api *eng_fwd_open_device(int gpu, eng_status *st, char *err, size_t n_err) {
     const kn_cuda_api *api = kn_cuda_load();
@@ -90,5 +92,44 @@ const char *eng_fwd_errmsg(const eng_fwd *f) {
 }
 
 const char *eng_fwd_device(const eng_fwd *f) { return f->gpu ? eng_gpu_state_device_name(f->gpu) : "cpu"; }
+
+/* Adds rows [0, rows) of lg (rows, V) scored against next[0..rows). */
+static void ppl_rows(eng_ppl_sums *s, const float *lg, int rows, int V, const int32_t *next) {
+    for (int k = 0; k < rows; k++) {
+        int ok;
+        s->nll += eng_token_nll(lg + (size_t)k * V, V, next[k], &ok);
+        s->correct += (size_t)ok;
+        s->scored++;
+    }
+}
+
+eng_status eng_fwd_ppl(eng_fwd *f, const int32_t *t, size_t n, size_t prefill, size_t chunk, float *pre,
+                       eng_ppl_sums *out) {
+    const eng_model *m = f->cpu ? f->cpu->model : f->gpu->model;
+    int V = m->cfg.n_vocab;
+    eng_status st;
+    memset(out, 0, sizeof *out);
+    if (!chunk) {
+        if (prefill) {
+            if ((st = eng_fwd_forward(f, t, (int)prefill, pre, 1)) != ENG_OK) return st;
+            ppl_rows(out, pre, (int)prefill, V, t + 1);
+        }
+        for (size_t i = prefill; i + 1 < n; i++) {
+            if ((st = eng_fwd_forward(f, t + i, 1, f->logits, 0)) != ENG_OK) return st;
+            ppl_rows(out, f->logits, 1, V, t + i + 1);
+        }
+        return ENG_OK;
+    }
+    for (size_t c0 = 0; c0 + 1 < n; c0 += chunk) {
+        size_t w = n - c0 < chunk ? n - c0 : chunk;
+        eng_fwd_reset(f);
+        for (size_t i = 0; i + 1 < w; i += (size_t)f->n_batch) {
+            int T = (int)((w - 1 - i) < (size_t)f->n_batch ? (w - 1 - i) : (size_t)f->n_batch);
+            if ((st = eng_fwd_forward(f, t + c0 + i, T, f->logits, 1)) != ENG_OK) return st;
+            ppl_rows(out, f->logits, T, V, t + c0 + i + 1);
+        }
+    }
+    return ENG_OK;
+}
 
 const char *eng_fwd_mode(const eng_fwd *f) { return !f->gpu ? "cpu" : f->cpu ? "offload" : "device"; }

@@ -53,6 +53,21 @@ const char *eng_fwd_device(const eng_fwd *f);
 /* "cpu", "device" or "offload". */
 const char *eng_fwd_mode(const eng_fwd *f);
 
+/* Perplexity's scoring loop, shared by the ppl task (task.c) and `kvrun
+ * ppl`: tokens t[0..n) through f, each next token t[i+1] scored against the
+ * logits after t[i] (NLL by eng_token_nll, top-1 hits). chunk 0: streaming —
+ * an optional first call of `prefill` tokens with every row's logits into
+ * pre ((prefill, V) floats from the caller; prefill-time policies compress
+ * it), then one token per call; chunk > 0: independent windows of `chunk`
+ * tokens, f reset before each, fed f->n_batch rows per call. A failing
+ * forward returns its status (message in eng_fwd_errmsg(f)). */
+typedef struct eng_ppl_sums {
+    double nll;
+    size_t scored, correct;
+} eng_ppl_sums;
+eng_status eng_fwd_ppl(eng_fwd *f, const int32_t *t, size_t n, size_t prefill, size_t chunk, float *pre,
+                       eng_ppl_sums *out);
+
 /* The device probe alone: the backend's table for device `gpu`, or NULL with
  * err as eng_fwd_init's and *st set. */
 const kn_cuda_api *eng_fwd_open_device(int gpu, eng_status *st, char *err, size_t n_err);

@@ -471,47 +471,21 @@ static int cmd_ppl(int argc, char **argv) {
     if (cap > (size_t)m->cfg.n_ctx_train)
         fprintf(stderr, "kvrun ppl: note: %zu tokens of context exceed the model's max_position_embeddings (%d)\n",
                 cap, m->cfg.n_ctx_train);
-    double nll = 0.0, t0 = now_s();
-    size_t scored = 0, correct = 0;
-    if (!o.chunk) {
-        /* streaming: feed token i, score token i+1 (after an optional one-call prompt of --prefill tokens) */
-        size_t i0 = (size_t)o.prefill;
-        if (i0) {
-            pre_logits = malloc(i0 * (size_t)V * sizeof(float));
-            if (!pre_logits) { fail("%s%s", "out of memory for --prefill logits", ""); goto done; }
-            if (eng_fwd_forward(&s, t, (int)i0, pre_logits, 1) != ENG_OK) { fail("%s%s", eng_fwd_errmsg(&s), ""); goto done; }
-            for (size_t k = 0; k < i0; k++) {
-                int ok;
-                nll += eng_token_nll(pre_logits + k * (size_t)V, V, t[k + 1], &ok);
-                correct += ok;
-                scored++;
-            }
-        }
-        for (size_t i = i0; i + 1 < n; i++) {
-            if (eng_fwd_forward(&s, t + i, 1, s.logits, 0) != ENG_OK) { fail("%s%s", eng_fwd_errmsg(&s), ""); goto done; }
-            int ok;
-            nll += eng_token_nll(s.logits, V, t[i + 1], &ok);
-            correct += ok;
-            scored++;
-        }
-    } else {
-        /* chunked baseline: independent windows of `chunk` tokens, fresh cache each */
-        for (size_t c0 = 0; c0 + 1 < n; c0 += cap) {
-            size_t w = n - c0 < cap ? n - c0 : cap;
-            eng_fwd_reset(&s);
-            for (size_t i = 0; i + 1 < w; i += (size_t)s.n_batch) {
-                int T = (int)((w - 1 - i) < (size_t)s.n_batch ? (w - 1 - i) : (size_t)s.n_batch);
-                if (eng_fwd_forward(&s, t + c0 + i, T, s.logits, 1) != ENG_OK) { fail("%s%s", eng_fwd_errmsg(&s), ""); goto done; }
-                for (int k = 0; k < T; k++) {
-                    int ok;
-                    nll += eng_token_nll(s.logits + (size_t)k * V, V, t[c0 + i + k + 1], &ok);
-                    correct += ok;
-                    scored++;
-                }
-            }
-        }
+    /* streaming: token i in, token i+1 scored (after an optional one-call
+     * prompt of --prefill tokens); chunked: independent windows, fresh cache
+     * each (engine/fwd.h eng_fwd_ppl, the ppl task's loop) */
+    if (o.prefill && !(pre_logits = malloc((size_t)o.prefill * (size_t)V * sizeof(float)))) {
+        fail("%s%s", "out of memory for --prefill logits", "");
+        goto done;
     }
-    double dt = now_s() - t0, ppl = exp(nll / (double)scored);
+    double t0 = now_s();
+    eng_ppl_sums sum;
+    if (eng_fwd_ppl(&s, t, n, (size_t)o.prefill, o.chunk ? cap : 0, pre_logits, &sum) != ENG_OK) {
+        fail("%s%s", eng_fwd_errmsg(&s), "");
+        goto done;
+    }
+    double nll = sum.nll, dt = now_s() - t0, ppl = exp(nll / (double)sum.scored);
+    size_t scored = sum.scored, correct = sum.correct;
     eng_policy_stats pst;
     if (pol) eng_policy_stats_get(pol, &pst);
     if (o.json) {

@@ -348,17 +348,6 @@ static int policy_report(const eng_policy *pol, eng_task_result *r, char *x, siz
     return k;
 }
 
-/* Scores logits rows against the next tokens: nll and argmax hits. */
-static void score_rows(const float *lg, int rows, int V, const int32_t *next, double *nll, size_t *correct,
-                       size_t *scored) {
-    for (int k = 0; k < rows; k++) {
-        int ok;
-        *nll += eng_token_nll(lg + (size_t)k * V, V, next[k], &ok);
-        *correct += (size_t)ok;
-    }
-    *scored += (size_t)rows;
-}
-
 static eng_status run_ppl(eng_task_ctx *c, const eng_task *t, const int32_t *v, size_t n, eng_task_result *r) {
     const eng_model *m = c->target.m;
     int64_t chunk, prefill;
@@ -393,30 +382,11 @@ static eng_status run_ppl(eng_task_ctx *c, const eng_task *t, const int32_t *v, 
         st = ENG_ERR_NOMEM;
         goto out;
     }
-    double nll = 0.0, t0 = now_s();
-    size_t correct = 0, scored = 0;
-    if (!chunk) {
-        /* the prompt in one call (prefill-time policies compress it), then token by token */
-        if (prefill) {
-            if ((st = eng_fwd_forward(&f, v, (int)prefill, pre, 1)) != ENG_OK) goto fail;
-            score_rows(pre, (int)prefill, V, v + 1, &nll, &correct, &scored);
-        }
-        for (size_t i = (size_t)prefill; i + 1 < n; i++) {
-            if ((st = eng_fwd_forward(&f, v + i, 1, f.logits, 0)) != ENG_OK) goto fail;
-            score_rows(f.logits, 1, V, v + i + 1, &nll, &correct, &scored);
-        }
-    } else {
-        for (size_t c0 = 0; c0 + 1 < n; c0 += cap) {
-            size_t w = n - c0 < cap ? n - c0 : cap;
-            eng_fwd_reset(&f);
-            for (size_t i = 0; i + 1 < w; i += (size_t)f.n_batch) {
-                int T = (int)((w - 1 - i) < (size_t)f.n_batch ? (w - 1 - i) : (size_t)f.n_batch);
-                if ((st = eng_fwd_forward(&f, v + c0 + i, T, f.logits, 1)) != ENG_OK) goto fail;
-                score_rows(f.logits, T, V, v + c0 + i + 1, &nll, &correct, &scored);
-            }
-        }
-    }
-    double dt = now_s() - t0;
+    double t0 = now_s();
+    eng_ppl_sums sum;
+    if ((st = eng_fwd_ppl(&f, v, n, (size_t)prefill, chunk ? cap : 0, pre, &sum)) != ENG_OK) goto fail;
+    double nll = sum.nll, dt = now_s() - t0;
+    size_t correct = sum.correct, scored = sum.scored;
     r->nll_sum = nll;
     r->tokens = (int64_t)scored;
     r->ppl = exp(nll / (double)scored);
