@@ -262,6 +262,7 @@ void eng_gpu_state_free(eng_gpu_state *gs) {
     if (gs->ctx) {
         const kn_cuda_api *A = gs->api;
         A->graph_free(gs->ctx, gs->graph);
+        for (int i = 0; gs->graphs && i < gs->cap; i++) A->graph_free(gs->ctx, gs->graphs[i]);
         A->host_free(gs->ctx, gs->h_pinned);
         A->mem_free(gs->ctx, gs->d_pol);
         A->mem_free(gs->ctx, gs->d_act);
@@ -271,6 +272,7 @@ void eng_gpu_state_free(eng_gpu_state *gs) {
     }
     eng_free(gs->logits);   /* the host staging allocation starts here */
     eng_free(gs->h_shift_pos);
+    eng_free(gs->graphs);
     eng_free(gs);
 }
 
@@ -310,11 +312,13 @@ eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
     gs->pos_shift = shift && c->n_rot > 0;
     gs->base = 0;
     gs->shift_base = -1;
-    if (recent >= 0 || gs->pos_shift) {   /* the window moves or the rotation is per row: no graph */
-        gs->graph_on = 0;
-        if (strcmp(gs->graph_status, "on") == 0)
-            eng_errf(gs->graph_status, sizeof gs->graph_status, "off (policy %s: the cache window moves every step)",
-                     eng_policy_name(p));
+    if ((recent >= 0 || gs->pos_shift) && gs->graph_on && !gs->graphs) {   /* the window moves: a graph per base */
+        if (!(gs->graphs = eng_calloc((size_t)gs->cap, sizeof *gs->graphs))) {
+            gs->graph_on = 0;
+            eng_errf(gs->graph_status, sizeof gs->graph_status, "off (no host memory for %d graph slots)", gs->cap);
+        } else {
+            eng_errf(gs->graph_status, sizeof gs->graph_status, "on (one graph per window position)");
+        }
     }
     if (!gs->pos_shift || gs->d_pol) return ENG_OK;
     size_t rows = (size_t)c->n_head * gs->cap, R2 = (size_t)c->n_rot / 2;
@@ -472,10 +476,10 @@ static eng_status enqueue_chunk(eng_gpu_state *gs, const int32_t *ints, int T, i
 
 /* Captures the single-token step — enqueue_chunk from the pinned g_ints
  * with the last row's logits, then their download into the pinned
- * g_logits — into gs->graph. A capture runs nothing, so on failure nothing
+ * g_logits — into *slot. A capture runs nothing, so on failure nothing
  * changed: graphs are off for good with the reason in graph_status, and
  * the caller runs the step eagerly. */
-static void graph_capture(eng_gpu_state *gs) {
+static void graph_capture(eng_gpu_state *gs, kn_cuda_graph **slot) {
     const kn_cuda_api *A = gs->api;
     kn_cuda_ctx *X = gs->ctx;
     size_t V = (size_t)gs->model->cfg.n_vocab;
@@ -491,7 +495,8 @@ static void graph_capture(eng_gpu_state *gs) {
         kn_cuda_graph *g = NULL;
         st = A->graph_end(X, &g);   /* ends the capture whatever happened inside it */
         if (est == ENG_OK && st == KN_OK) {
-            gs->graph = g;
+            *slot = g;
+            gs->n_graphs++;
             return;
         }
         if (est == ENG_OK) eng_errf(why, sizeof why, "graph_end: %s", A->errmsg(X));
@@ -505,11 +510,11 @@ static void graph_capture(eng_gpu_state *gs) {
  * wait, copy the logits row out of g_logits. Rewriting g_ints is safe: every
  * forward call ends with the stream idle (a sync or a synchronous copy), so
  * no replay is still reading it. */
-static eng_status graph_step(eng_gpu_state *gs, const int32_t *tok, float *logits) {
+static eng_status graph_step(eng_gpu_state *gs, kn_cuda_graph *g, const int32_t *tok, float *logits) {
     const kn_cuda_api *A = gs->api;
     stage_ints(gs, gs->g_ints, tok, 1);
     gs->layer = -1;
-    GPU_OP(gs, "graph_launch", A->graph_launch(gs->ctx, gs->graph));
+    GPU_OP(gs, "graph_launch", A->graph_launch(gs->ctx, g));
     GPU_OP(gs, "sync", A->sync(gs->ctx));
     if (logits) memcpy(logits, gs->g_logits, (size_t)gs->model->cfg.n_vocab * sizeof(float));
     gs->n_past += 1;
@@ -525,8 +530,9 @@ static eng_status graph_step(eng_gpu_state *gs, const int32_t *tok, float *logit
  * Logits: the last row, or all T rows when all_logits. */
 static eng_status forward_chunk(eng_gpu_state *gs, const int32_t *tok, int T, float *logits, int all_logits) {
     if (T == 1 && gs->graph_on) {
-        if (!gs->graph && gs->graph_warm) graph_capture(gs);   /* on failure graph_on is 0: eager below */
-        if (gs->graph) return graph_step(gs, tok, logits);
+        kn_cuda_graph **slot = gs->graphs ? &gs->graphs[gs->base] : &gs->graph;   /* the window's base is baked in */
+        if (!*slot && gs->graph_warm) graph_capture(gs, slot);   /* on failure graph_on is 0: eager below */
+        if (*slot) return graph_step(gs, *slot, tok, logits);
     }
     const kn_cuda_api *A = gs->api;
     kn_cuda_ctx *X = gs->ctx;
@@ -545,17 +551,15 @@ static eng_status forward_chunk(eng_gpu_state *gs, const int32_t *tok, int T, fl
     return ENG_OK;
 }
 
-/* kv_move on every layer's K and V: rows [src, src + rows) -> dst. */
+/* Rows [src, src + rows) -> dst in every head of every layer's K and V:
+ * one kv_move over the L·NH heads of each (the layers' slabs are
+ * contiguous, keys first, then values). */
 static eng_status move_rows(eng_gpu_state *gs, int src, int dst, int rows) {
     const eng_config *c = &gs->model->cfg;
     size_t slab = (size_t)c->n_head * gs->cap * c->head_dim;
     gs->layer = -1;
-    for (int l = 0; l < c->n_layer; l++) {
-        float *K = gs->d_kv + (size_t)l * slab, *V = gs->d_kv + ((size_t)c->n_layer + l) * slab;
-        gs->layer = l;
-        GPU_OP(gs, "kv_move", gs->api->kv_move(gs->ctx, K, V, c->n_head, c->head_dim, gs->cap, src, dst, rows));
-    }
-    gs->layer = -1;
+    GPU_OP(gs, "kv_move", gs->api->kv_move(gs->ctx, gs->d_kv, gs->d_kv + (size_t)c->n_layer * slab,
+                                           c->n_layer * c->n_head, c->head_dim, gs->cap, src, dst, rows));
     return ENG_OK;
 }
 

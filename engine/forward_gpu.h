@@ -95,10 +95,13 @@ typedef struct eng_gpu_state {
     int graph_on;            /* 1: T == 1 chunks use the graph; 0: eager for good (graph_status says why) */
     int graph_warm;          /* 1 once an eager T == 1 chunk with logits ran: the capture waits for it */
     kn_cuda_graph *graph;    /* captured on the T == 1 chunk after the warm-up, replayed after; NULL before */
+    kn_cuda_graph **graphs;  /* moving window: one graph per window base (cap entries, captured on first use),
+                                since the window's offsets are baked into a graph's launches; NULL: `graph` */
+    int n_graphs;            /* graphs captured so far */
     void *h_pinned;          /* the one host_alloc (pinned) behind g_logits and g_ints */
     float *g_logits;         /* (V) the graph's logits download */
     int32_t *g_ints;         /* d_ints' layout: the graph's upload source, rewritten before each replay */
-    char graph_status[320];  /* "on", "off (KV_CUDA_GRAPHS=0)", "off (<reason>)" */
+    char graph_status[320];  /* "on", "on (one graph per window position)", "off (KV_CUDA_GRAPHS=0)", "off (<reason>)" */
     /* the KV policy the device cache runs itself (eng_gpu_state_set_policy):
      * full, window or streaming. Held rows are a window [base, base+n_held)
      * of each head's slab; an eviction moves the sink rows up and advances
@@ -137,8 +140,10 @@ eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n);
  * eng_policy_account_uniform); the state then needs n_ctx >=
  * eng_policy_capacity. pos=shift makes the policy's one device allocation
  * (rotated keys of one layer + per-row rotation tables). Under a window or
- * streaming policy decode steps run eagerly (the window moves every step,
- * which a captured graph cannot follow). Any other policy:
+ * streaming policy a decode step replays the graph of the window's current
+ * base (at most cap - budget of them, each captured the first time its base
+ * comes round; the eviction's row move and the rotation tables run eagerly
+ * before it). Any other policy:
  * ENG_ERR_UNSUPPORTED — it runs in offload mode (below). NULL detaches. */
 eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p);
 

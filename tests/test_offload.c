@@ -103,6 +103,15 @@ static int logits_ok(const float *a, const float *b, int rows, int V, int shift,
     return shift ? dmax <= 1e-4 : dmax == 0.0;
 }
 
+/* A counter of the mock library (cuda_mock.h), reached through its handle. */
+static long mock_count(const char *sym) {
+    void *h = dlopen(g_mock, RTLD_NOW | RTLD_NOLOAD);
+    long (*f)(void) = h ? (long (*)(void))dlsym(h, sym) : NULL;
+    long v = f ? f() : -1;
+    if (h) dlclose(h);
+    return v;
+}
+
 /* The mock library's fault injection, reached through its own handle. */
 static void mock_fail_after(long k) {
     void *h = dlopen(g_mock, RTLD_NOW | RTLD_NOLOAD);
@@ -200,7 +209,14 @@ static void test_window_long(void) {
         eng_policy_stats sa, sb;
         char ma[16], mb[16];
         CU_ASSERT_FATAL(run_n(g_m32, -1, specs[i], STEPS, a, ta, NULL, &sa, ma, sizeof ma) == 0);
+        long c0 = g_real ? 0 : mock_count("cuda_mock_graph_captures"), l0 = g_real ? 0 : mock_count("cuda_mock_graph_launches");
         CU_ASSERT_FATAL(run_n(g_m32, 0, specs[i], STEPS, b, tb, ta, &sb, mb, sizeof mb) == 0);
+        if (!g_real) {   /* decode steps replay one graph per window position: captured once each, then reused */
+            long caps = mock_count("cuda_mock_graph_captures") - c0, runs = mock_count("cuda_mock_graph_launches") - l0;
+            printf("\n    %s: %ld graphs captured, %ld replays", specs[i], caps, runs);
+            CU_ASSERT(caps > 1 && caps <= 64 + 1);
+            CU_ASSERT(runs >= STEPS - 2 && runs > 2 * caps);
+        }
         int shift = strstr(specs[i], "pos=shift") || (!strncmp(specs[i], "streaming", 9) && !strstr(specs[i], "pos=original"));
         char what_s[96];
         snprintf(what_s, sizeof what_s, "%s, %d steps", specs[i], STEPS);
