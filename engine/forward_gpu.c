@@ -21,6 +21,7 @@
 #include "policy.h"
 
 #define GPU_ALIGN 256   /* bytes: every carved device buffer starts on this */
+#define GPU_MAX_GRAPHS 256   /* graphs one moving window may keep (one per base; a policy's capacity gives 64) */
 
 static size_t align_up(size_t n) { return (n + GPU_ALIGN - 1) & ~(size_t)(GPU_ALIGN - 1); }
 
@@ -306,40 +307,62 @@ eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
         return ENG_ERR_UNSUPPORTED;
     }
     if (recent >= 0 && (int64_t)sink + recent >= gs->cap) recent = -1;   /* never evicts in this capacity */
+    int shift_on = shift && c->n_rot > 0, moving = recent >= 0 || shift_on;
+    /* graphs captured so far bake the previous policy's offsets and rotation: drop them */
+    gs->api->graph_free(gs->ctx, gs->graph);
+    gs->graph = NULL;
+    for (int i = 0; gs->graphs && i < gs->cap; i++) gs->api->graph_free(gs->ctx, gs->graphs[i]);
+    eng_free(gs->graphs);
+    gs->graphs = NULL;
+    gs->n_graphs = 0;
+    /* the pos=shift buffers first, so a failure leaves the state as it was made (no policy) */
+    size_t rows = (size_t)c->n_head * gs->cap, R2 = (size_t)c->n_rot / 2;
+    if (shift_on && !gs->d_pol) {
+        size_t bytes = align_up(rows * c->head_dim * sizeof(float)) + 2 * align_up(rows * R2 * sizeof(float)) +
+                       align_up(rows * sizeof(int32_t));
+        kn_status st = gs->api->mem_alloc(gs->ctx, &gs->d_pol, bytes);
+        int host_ok = st == KN_OK && (gs->h_shift_pos = eng_alloc(rows * sizeof(int32_t))) != NULL;
+        if (!host_ok) {
+            eng_errf(gs->err, sizeof gs->err, "set_policy: %.1f MiB of pos=shift buffers: %s",
+                     (double)bytes / (1 << 20), st == KN_OK ? "out of host memory" : gs->api->errmsg(gs->ctx));
+            gs->api->mem_free(gs->ctx, gs->d_pol);
+            gs->d_pol = NULL;
+            gs->policy = NULL;
+            gs->sink = gs->pos_shift = 0;
+            gs->recent = -1;
+            return st == KN_OK ? ENG_ERR_NOMEM : status_of(st);
+        }
+        char *q = gs->d_pol;
+        gs->ks = (float *)q;
+        q += align_up(rows * c->head_dim * sizeof(float));
+        gs->shift_cos = (float *)q;
+        q += align_up(rows * R2 * sizeof(float));
+        gs->shift_sin = (float *)q;
+        q += align_up(rows * R2 * sizeof(float));
+        gs->shift_pos = (int32_t *)q;
+    }
     gs->policy = p;
     gs->sink = sink;
     gs->recent = recent;
-    gs->pos_shift = shift && c->n_rot > 0;
+    gs->pos_shift = shift_on;
     gs->base = 0;
     gs->shift_base = -1;
-    if ((recent >= 0 || gs->pos_shift) && gs->graph_on && !gs->graphs) {   /* the window moves: a graph per base */
-        if (!(gs->graphs = eng_calloc((size_t)gs->cap, sizeof *gs->graphs))) {
+    if (moving && gs->graph_on) {   /* the window moves: one graph per base it can take */
+        int bases = recent >= 0 ? gs->cap - (sink + recent) : 1;
+        if (bases > GPU_MAX_GRAPHS) {
+            gs->graph_on = 0;
+            eng_errf(gs->graph_status, sizeof gs->graph_status,
+                     "off (the window can take %d positions, more than %d graphs; size n_ctx by eng_policy_capacity)",
+                     bases, GPU_MAX_GRAPHS);
+        } else if (!(gs->graphs = eng_calloc((size_t)gs->cap, sizeof *gs->graphs))) {
             gs->graph_on = 0;
             eng_errf(gs->graph_status, sizeof gs->graph_status, "off (no host memory for %d graph slots)", gs->cap);
         } else {
             eng_errf(gs->graph_status, sizeof gs->graph_status, "on (one graph per window position)");
         }
+    } else if (gs->graph_on) {
+        eng_errf(gs->graph_status, sizeof gs->graph_status, "on");
     }
-    if (!gs->pos_shift || gs->d_pol) return ENG_OK;
-    size_t rows = (size_t)c->n_head * gs->cap, R2 = (size_t)c->n_rot / 2;
-    size_t bytes = align_up(rows * c->head_dim * sizeof(float)) + 2 * align_up(rows * R2 * sizeof(float)) +
-                   align_up(rows * sizeof(int32_t));
-    kn_status st = gs->api->mem_alloc(gs->ctx, &gs->d_pol, bytes);
-    gs->h_shift_pos = eng_alloc(rows * sizeof(int32_t));
-    if (st != KN_OK || !gs->h_shift_pos) {
-        eng_errf(gs->err, sizeof gs->err, "set_policy: %.1f MiB of pos=shift buffers: %s", (double)bytes / (1 << 20),
-                 st != KN_OK ? gs->api->errmsg(gs->ctx) : "out of host memory");
-        gs->policy = NULL;
-        return st != KN_OK ? status_of(st) : ENG_ERR_NOMEM;
-    }
-    char *q = gs->d_pol;
-    gs->ks = (float *)q;
-    q += align_up(rows * c->head_dim * sizeof(float));
-    gs->shift_cos = (float *)q;
-    q += align_up(rows * R2 * sizeof(float));
-    gs->shift_sin = (float *)q;
-    q += align_up(rows * R2 * sizeof(float));
-    gs->shift_pos = (int32_t *)q;
     return ENG_OK;
 }
 
@@ -636,6 +659,11 @@ eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, floa
         if (moving) {
             eng_status st = window_step(gs, T, &T, &evicted);
             if (st != ENG_OK) return st;
+        }
+        if ((int64_t)gs->base + gs->n_held + T > gs->cap) {   /* kv_append checks rows relative to the window only */
+            eng_errf(gs->err, sizeof gs->err, "forward: window rows [%d, %d) pass the cache's %d slots (internal error)",
+                     gs->base, gs->base + gs->n_held + T, gs->cap);
+            return ENG_ERR_CAPACITY;
         }
         int last = i + T == n;
         float *lg = NULL;

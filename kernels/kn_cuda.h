@@ -19,8 +19,9 @@
  * KN_ERR_CUDA and ctx errmsg names the call and where it was made, e.g.
  * "cublasGemmEx: CUBLAS_STATUS_NOT_SUPPORTED (kernels/cuda/matmul.cu:123)".
  * Bad arguments return KN_ERR_INVAL (KN_ERR_UNSUPPORTED for a shape the
- * kernels do not cover) with a message. A context is used by one host
- * thread at a time. Set KV_CUDA_SYNC=1 to synchronize after every launch,
+ * kernels do not cover) with a message. A context is used by the host
+ * thread that created it (ctx_init selects its device for that thread; the
+ * ops do not select it again). Set KV_CUDA_SYNC=1 to synchronize after every launch,
  * so an asynchronous fault is reported by the op that caused it.
  *
  * Sampling: argmax and softmax-with-temperature run on the device; top-k /

@@ -235,6 +235,51 @@ static void test_window_long(void) {
     free(tb);
 }
 
+/* One device state, policies switched between sequences: the graphs of
+ * the previous policy (offsets, pos=shift rotation baked in) must not be
+ * replayed under the next; each run equals a fresh state's bit for bit. */
+static void run_dev(eng_gpu_state *gs, float *lg, int steps) {
+    int V = g_m32->cfg.n_vocab;
+    CU_ASSERT_FATAL(eng_gpu_forward(gs, g_prompt, g_np, lg, 0) == ENG_OK);
+    for (int i = 0; i < steps; i++) {
+        int32_t t = eng_argmax(lg + (size_t)i * V, V);
+        CU_ASSERT_FATAL(eng_gpu_forward(gs, &t, 1, lg + (size_t)(i + 1) * V, 0) == ENG_OK);
+    }
+}
+
+static void test_policy_switch(void) {
+    enum { STEPS = 120 };
+    const char *seq[] = {"streaming:sink=4,recent=20", "full", "window:recent=16", "streaming:sink=2,recent=30,pos=original",
+                         "streaming:sink=4,recent=20"};
+    int V = g_m32->cfg.n_vocab, cap = 150;   /* full holds the whole run: 24 + 120 */
+    float *a = malloc((size_t)(STEPS + 1) * V * sizeof(float)), *b = malloc((size_t)(STEPS + 1) * V * sizeof(float));
+    CU_ASSERT_FATAL(a && b);
+    char err[512];
+    eng_gpu_state *shared = NULL;
+    CU_ASSERT_FATAL(eng_gpu_state_init(&shared, kn_cuda_load(), g_m32, 0, cap, 8, err, sizeof err) == ENG_OK);
+    for (int k = 0; k < 5; k++) {
+        eng_policy *p = tu_policy(g_m32, seq[k]), *q = tu_policy(g_m32, seq[k]);
+        CU_ASSERT_FATAL(p && q);
+        eng_gpu_state_reset(shared);
+        CU_ASSERT_FATAL(eng_gpu_state_set_policy(shared, p) == ENG_OK);
+        run_dev(shared, a, STEPS);
+        eng_gpu_state *fresh = NULL;
+        CU_ASSERT_FATAL(eng_gpu_state_init(&fresh, kn_cuda_load(), g_m32, 0, cap, 8, err, sizeof err) == ENG_OK);
+        CU_ASSERT_FATAL(eng_gpu_state_set_policy(fresh, q) == ENG_OK);
+        run_dev(fresh, b, STEPS);
+        int same = !memcmp(a, b, (size_t)(STEPS + 1) * V * sizeof(float));
+        printf("\n    after %d switches: %-42s %s (graphs: %s)", k, seq[k], same ? "== fresh state" : "DIFFERS",
+               eng_gpu_state_graph_status(shared));
+        CU_ASSERT(same);
+        eng_gpu_state_free(fresh);
+        eng_policy_free(p);
+        eng_policy_free(q);
+    }
+    eng_gpu_state_free(shared);
+    free(a);
+    free(b);
+}
+
 /* Greedy speculative decoding, CPU vs device (offload), policies on both levels. */
 static void test_spec(void) {
     /* the draft: the small random model (rejects nearly everything), or the
@@ -372,6 +417,7 @@ int main(void) {
     CU_add_test(s, "18 policies, bf16 kept: offload logits and stats == CPU", test_policies_16);
     CU_add_test(s, "device window/streaming over 300 steps (window rebases) == CPU", test_window_long);
     CU_add_test(s, "greedy spec decoding with policies on the device == CPU", test_spec);
+    if (!g_real) CU_add_test(s, "one device state, policies switched between sequences == fresh states", test_policy_switch);
     if (!g_real) CU_add_test(s, "no device, no such device, set_device misuse, injected op failures", test_errors);
     int rc = tu_run();
     eng_model_free(g_m32);

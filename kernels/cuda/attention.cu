@@ -133,13 +133,15 @@ static __global__ void __launch_bounds__(ATT_THREADS) attn_combine_kernel(att_pa
     const int d0 = tid, d1 = tid + ATT_THREADS;
     const size_t w = (size_t)p.D + 2;
     const float *pr = p.part + (size_t)row * p.n_split * w;
+    /* a split with no visible key has l == 0 exactly and is skipped; a NaN
+     * (corrupt key or query) is kept, so it reaches the output as on the CPU */
     float M = -INFINITY;
     for (int s = 0; s < p.n_split; s++)
-        if (pr[s * w + 1] > 0.0f) M = fmaxf(M, pr[s * w]);
+        if (pr[s * w + 1] != 0.0f) M = fmaxf(M, pr[s * w]);
     float L = 0.0f, a0 = 0.0f, a1 = 0.0f;
     for (int s = 0; s < p.n_split; s++) {
         const float *ps = pr + s * w;
-        if (!(ps[1] > 0.0f)) continue;
+        if (ps[1] == 0.0f) continue;
         const float f = expf(ps[0] - M);
         L += ps[1] * f;
         if (d0 < p.D) a0 += ps[2 + d0] * f;

@@ -59,9 +59,13 @@ static const char *blas_status_name(cublasStatus_t s) {
 
 extern "C" kn_status kn_cuda_fail_blas(kn_cuda_ctx *c, const char *call, cublasStatus_t s, const char *file,
                                        int line) {
-    (void)cudaGetLastError();
-    snprintf(c->err, sizeof c->err, "%.*s: %s (%s:%d)", call_name_len(call), call, blas_status_name(s), file,
-             line);
+    cudaError_t e = cudaGetLastError();   /* an execution failure usually has a CUDA error behind it */
+    if (e != cudaSuccess)
+        snprintf(c->err, sizeof c->err, "%.*s: %s, after %s (%s:%d)", call_name_len(call), call, blas_status_name(s),
+                 cudaGetErrorName(e), file, line);
+    else
+        snprintf(c->err, sizeof c->err, "%.*s: %s (%s:%d)", call_name_len(call), call, blas_status_name(s), file,
+                 line);
     return KN_ERR_CUDA;
 }
 
