@@ -2,7 +2,8 @@
  * forward_gpu.h). Read the two files side by side: layer_forward here is
  * forward.c's layer_forward with every kn_* call replaced by the table's op
  * of the same name on device pointers, the KV append done by the kv_append
- * op instead of host memcpy, and the policy hooks gone (full cache only).
+ * op instead of host memcpy, and the policy hooks replaced by the few KV
+ * policies the device cache runs itself (forward_gpu_policy.c).
  * layer_qkv and layer_mlp are the halves around attention; offload mode
  * (the end of this file) calls them from engine/forward.c, with the
  * attention block run on the host in between.
@@ -18,38 +19,8 @@
 #include <string.h>
 
 #include "forward.h"
+#include "forward_gpu_impl.h"
 #include "policy.h"
-
-#define GPU_ALIGN 256   /* bytes: every carved device buffer starts on this */
-#define GPU_MAX_GRAPHS 256   /* graphs one moving window may keep (one per base; a policy's capacity gives 64) */
-
-static size_t align_up(size_t n) { return (n + GPU_ALIGN - 1) & ~(size_t)(GPU_ALIGN - 1); }
-
-static eng_status status_of(kn_status st) {
-    switch (st) {
-    case KN_OK: return ENG_OK;
-    case KN_ERR_INVAL: return ENG_ERR_INVAL;
-    case KN_ERR_UNSUPPORTED: return ENG_ERR_UNSUPPORTED;
-    default: return ENG_ERR_CUDA;
-    }
-}
-
-/* A failed op: "<op> (layer l): <backend message>" into gs->err. */
-static eng_status op_fail(eng_gpu_state *gs, const char *op, kn_status st) {
-    const char *why = gs->api->errmsg(gs->ctx);
-    if (gs->layer >= 0)
-        eng_errf(gs->err, sizeof gs->err, "gpu forward: %s (layer %d): %s [%s]", op, gs->layer, why ? why : "",
-                 kn_status_str(st));
-    else
-        eng_errf(gs->err, sizeof gs->err, "gpu forward: %s: %s [%s]", op, why ? why : "", kn_status_str(st));
-    return status_of(st);
-}
-
-#define GPU_OP(gs, name, call)                                 \
-    do {                                                       \
-        kn_status st_ = (call);                                \
-        if (st_ != KN_OK) return op_fail((gs), (name), st_);   \
-    } while (0)
 
 /* ------------------------------------------------------------------ setup */
 
@@ -266,6 +237,7 @@ void eng_gpu_state_free(eng_gpu_state *gs) {
         for (int i = 0; gs->graphs && i < gs->cap; i++) A->graph_free(gs->ctx, gs->graphs[i]);
         A->host_free(gs->ctx, gs->h_pinned);
         A->mem_free(gs->ctx, gs->d_pol);
+        A->mem_free(gs->ctx, gs->d_h2o);
         A->mem_free(gs->ctx, gs->d_act);
         A->mem_free(gs->ctx, gs->d_kv);
         A->mem_free(gs->ctx, gs->d_weights);
@@ -273,6 +245,7 @@ void eng_gpu_state_free(eng_gpu_state *gs) {
     }
     eng_free(gs->logits);   /* the host staging allocation starts here */
     eng_free(gs->h_shift_pos);
+    eng_free(gs->h_h2o);
     eng_free(gs->graphs);
     eng_free(gs);
 }
@@ -281,6 +254,7 @@ void eng_gpu_state_reset(eng_gpu_state *gs) {
     gs->n_past = 0;
     gs->n_held = 0;
     gs->base = 0;
+    gs->scores_stale = gs->h2o;
 }
 
 eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n) {
@@ -290,79 +264,6 @@ eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n) {
     }
     gs->n_past -= n;
     gs->n_held -= n;   /* slots past n_held are overwritten by the next append */
-    return ENG_OK;
-}
-
-eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
-    const eng_config *c = &gs->model->cfg;
-    int sink = 0, recent = -1, shift = 0;
-    if (gs->n_past != 0 || gs->cap == 0) {
-        eng_errf(gs->err, sizeof gs->err, "set_policy: %s", gs->cap ? "the state already holds tokens"
-                                                                     : "offload mode: the host state runs the policy");
-        return ENG_ERR_INVAL;
-    }
-    if (p && !eng_policy_sink_recent(p, &sink, &recent, &shift)) {
-        eng_errf(gs->err, sizeof gs->err, "set_policy: '%s' does not run on the device cache (offload mode does it, "
-                 "engine/fwd.h)", eng_policy_name(p));
-        return ENG_ERR_UNSUPPORTED;
-    }
-    if (recent >= 0 && (int64_t)sink + recent >= gs->cap) recent = -1;   /* never evicts in this capacity */
-    int shift_on = shift && c->n_rot > 0, moving = recent >= 0 || shift_on;
-    /* graphs captured so far bake the previous policy's offsets and rotation: drop them */
-    gs->api->graph_free(gs->ctx, gs->graph);
-    gs->graph = NULL;
-    for (int i = 0; gs->graphs && i < gs->cap; i++) gs->api->graph_free(gs->ctx, gs->graphs[i]);
-    eng_free(gs->graphs);
-    gs->graphs = NULL;
-    gs->n_graphs = 0;
-    /* the pos=shift buffers first, so a failure leaves the state as it was made (no policy) */
-    size_t rows = (size_t)c->n_head * gs->cap, R2 = (size_t)c->n_rot / 2;
-    if (shift_on && !gs->d_pol) {
-        size_t bytes = align_up(rows * c->head_dim * sizeof(float)) + 2 * align_up(rows * R2 * sizeof(float)) +
-                       align_up(rows * sizeof(int32_t));
-        kn_status st = gs->api->mem_alloc(gs->ctx, &gs->d_pol, bytes);
-        int host_ok = st == KN_OK && (gs->h_shift_pos = eng_alloc(rows * sizeof(int32_t))) != NULL;
-        if (!host_ok) {
-            eng_errf(gs->err, sizeof gs->err, "set_policy: %.1f MiB of pos=shift buffers: %s",
-                     (double)bytes / (1 << 20), st == KN_OK ? "out of host memory" : gs->api->errmsg(gs->ctx));
-            gs->api->mem_free(gs->ctx, gs->d_pol);
-            gs->d_pol = NULL;
-            gs->policy = NULL;
-            gs->sink = gs->pos_shift = 0;
-            gs->recent = -1;
-            return st == KN_OK ? ENG_ERR_NOMEM : status_of(st);
-        }
-        char *q = gs->d_pol;
-        gs->ks = (float *)q;
-        q += align_up(rows * c->head_dim * sizeof(float));
-        gs->shift_cos = (float *)q;
-        q += align_up(rows * R2 * sizeof(float));
-        gs->shift_sin = (float *)q;
-        q += align_up(rows * R2 * sizeof(float));
-        gs->shift_pos = (int32_t *)q;
-    }
-    gs->policy = p;
-    gs->sink = sink;
-    gs->recent = recent;
-    gs->pos_shift = shift_on;
-    gs->base = 0;
-    gs->shift_base = -1;
-    if (moving && gs->graph_on) {   /* the window moves: one graph per base it can take */
-        int bases = recent >= 0 ? gs->cap - (sink + recent) : 1;
-        if (bases > GPU_MAX_GRAPHS) {
-            gs->graph_on = 0;
-            eng_errf(gs->graph_status, sizeof gs->graph_status,
-                     "off (the window can take %d positions, more than %d graphs; size n_ctx by eng_policy_capacity)",
-                     bases, GPU_MAX_GRAPHS);
-        } else if (!(gs->graphs = eng_calloc((size_t)gs->cap, sizeof *gs->graphs))) {
-            gs->graph_on = 0;
-            eng_errf(gs->graph_status, sizeof gs->graph_status, "off (no host memory for %d graph slots)", gs->cap);
-        } else {
-            eng_errf(gs->graph_status, sizeof gs->graph_status, "on (one graph per window position)");
-        }
-    } else if (gs->graph_on) {
-        eng_errf(gs->graph_status, sizeof gs->graph_status, "on");
-    }
     return ENG_OK;
 }
 
@@ -453,7 +354,11 @@ static eng_status layer_forward(eng_gpu_state *gs, int l, int T) {
                A->rope(X, gs->ks, NH * gs->cap, 1, D, (size_t)D, R, gs->shift_cos, gs->shift_sin));
         Ka = gs->ks + win;
     }
-    GPU_OP(gs, "attention", A->attention(X, gs->att, gs->qkv, 3 * C, Ka, V + win, T, NH, D, gs->cap, gs->n_vis, NULL));
+    GPU_OP(gs, "attention", A->attention(X, gs->att, gs->qkv, 3 * C, Ka, V + win, T, NH, D, gs->cap, gs->n_vis,
+                                         gs->h2o ? gs->d_probs : NULL));
+    if (gs->h2o)   /* h2o: every key collects the probability each query put on it, query by query */
+        GPU_OP(gs, "attn_accum h2o", A->attn_accum(X, gs->d_score + (size_t)l * NH * gs->cap, gs->d_probs, gs->n_vis, T,
+                                                   NH, gs->cap, 1));
     return layer_mlp(gs, l, T);
 }
 
@@ -574,62 +479,6 @@ static eng_status forward_chunk(eng_gpu_state *gs, const int32_t *tok, int T, fl
     return ENG_OK;
 }
 
-/* Rows [src, src + rows) -> dst in every head of every layer's K and V:
- * one kv_move over the L·NH heads of each (the layers' slabs are
- * contiguous, keys first, then values). */
-static eng_status move_rows(eng_gpu_state *gs, int src, int dst, int rows) {
-    const eng_config *c = &gs->model->cfg;
-    size_t slab = (size_t)c->n_head * gs->cap * c->head_dim;
-    gs->layer = -1;
-    GPU_OP(gs, "kv_move", gs->api->kv_move(gs->ctx, gs->d_kv, gs->d_kv + (size_t)c->n_layer * slab,
-                                           c->n_layer * c->n_head, c->head_dim, gs->cap, src, dst, rows));
-    return ENG_OK;
-}
-
-/* The start of a step under a window/streaming policy: the CPU hooks' rule
- * (policy_window.c) — a head holding n > sink + recent keeps [0, sink) and
- * the last `recent` — done by moving the sink rows up over the evicted ones
- * and advancing base; then the chunk is cut to the room left (as
- * eng_policy_room), and the window goes back to row 0 if the chunk would
- * pass the slab's end. *evicted: rows dropped per head. */
-static eng_status window_step(eng_gpu_state *gs, int want, int *T, int32_t *evicted) {
-    *evicted = 0;
-    int32_t budget = gs->sink + gs->recent;
-    if (gs->recent >= 0 && gs->n_held > budget) {
-        int32_t e = gs->n_held - budget;
-        if (gs->sink > 0) {
-            eng_status st = move_rows(gs, gs->base, gs->base + e, gs->sink);
-            if (st != ENG_OK) return st;
-        }
-        gs->base += e;
-        gs->n_held = budget;
-        *evicted = e;
-    }
-    int room = gs->cap - gs->n_held;
-    if (room <= 0) {
-        eng_errf(gs->err, sizeof gs->err, "forward: KV cache of %d slots has no room after policy '%s'", gs->cap,
-                 eng_policy_name(gs->policy));
-        return ENG_ERR_CAPACITY;
-    }
-    *T = want < room ? want : room;
-    if (gs->base + gs->n_held + *T > gs->cap) {
-        eng_status st = move_rows(gs, gs->base, 0, gs->n_held);
-        if (st != ENG_OK) return st;
-        gs->base = 0;
-    }
-    if (gs->pos_shift && gs->shift_base != gs->base) {   /* row j of every head sits at cache index j - base */
-        const eng_config *c = &gs->model->cfg;
-        int rows = c->n_head * gs->cap;
-        for (int i = 0; i < rows; i++) gs->h_shift_pos[i] = i % gs->cap - gs->base;
-        GPU_OP(gs, "upload pos=shift rows", gs->api->copy_h2d(gs->ctx, gs->shift_pos, gs->h_shift_pos,
-                                                             (size_t)rows * sizeof(int32_t)));
-        GPU_OP(gs, "rope_table pos=shift", gs->api->rope_table(gs->ctx, gs->shift_cos, gs->shift_sin, gs->inv_freq,
-                                                               gs->shift_pos, rows, c->n_rot));
-        gs->shift_base = gs->base;
-    }
-    return ENG_OK;
-}
-
 eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, float *logits, int all_logits) {
     const eng_config *c = &gs->model->cfg;
     if (n <= 0) {
@@ -647,7 +496,7 @@ eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, floa
                                           "through eng_state_set_device)");
         return ENG_ERR_INVAL;
     }
-    int moving = gs->recent >= 0 || gs->pos_shift;
+    int moving = gs->recent >= 0 || gs->pos_shift || gs->h2o;   /* a policy step before each chunk */
     if (gs->recent < 0 && (int64_t)gs->n_held + n > gs->cap) {
         eng_errf(gs->err, sizeof gs->err, "forward: KV cache holds %d of %d tokens; %d more do not fit", gs->n_held,
                  gs->cap, n);
@@ -657,7 +506,7 @@ eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, floa
         int T = n - i < gs->n_batch ? n - i : gs->n_batch;
         int32_t evicted = 0;
         if (moving) {
-            eng_status st = window_step(gs, T, &T, &evicted);
+            eng_status st = gpu_policy_step(gs, T, &T, &evicted);
             if (st != ENG_OK) return st;
         }
         if ((int64_t)gs->base + gs->n_held + T > gs->cap) {   /* kv_append checks rows relative to the window only */

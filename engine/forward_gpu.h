@@ -117,6 +117,21 @@ typedef struct eng_gpu_state {
     float *shift_cos, *shift_sin; /* (NH·cap, R/2) the rotation of every row for the current base */
     int32_t *shift_pos;/* (NH·cap) device: row j of every head -> cache index j - base */
     int32_t *h_shift_pos; /* host staging of shift_pos (one host allocation) */
+    /* h2o on the device cache: scores accumulated by attn_accum after every
+     * layer's attention (probs from the attention op); at a step's start the
+     * scores come down, the host picks each (layer, head)'s kept rows with
+     * the policy's own selection, and one kv_compact over all layers' heads
+     * applies them. */
+    int h2o, heavy;    /* h2o: budget sink + heavy + recent, window never moves */
+    int scores_stale;  /* 1: zero every score before the next chunk (a new sequence) */
+    void *d_h2o;       /* the h2o device allocation: */
+    float *d_score;    /* (L, NH, cap) accumulated attention; 0 past n_held */
+    float *d_probs;    /* (NH, B, cap) one layer's attention probabilities */
+    int32_t *d_keep;   /* (L·NH, cap) kept rows of an eviction, ascending */
+    int32_t *d_nkeep;  /* (L·NH) */
+    void *h_h2o;       /* the h2o host allocation: */
+    float *h_score;    /* (L, NH, cap) */
+    int32_t *h_keep, *h_nkeep, *h_ord; /* (L·NH, cap), (L·NH), (cap) */
     int layer;         /* layer of the op running (-1 outside the layer loop), for errors */
     char err[512];
 } eng_gpu_state;
@@ -136,7 +151,8 @@ void eng_gpu_state_reset(eng_gpu_state *gs);
 eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n);
 /* Before the first forward. full, window and streaming run on the device
  * cache itself (eng_policy_sink_recent: same rule, positions and chunking
- * as the CPU hooks; the policy's statistics are kept through
+ * as the CPU hooks; h2o too, eng_policy_h2o_rule, with its accumulated
+ * attention kept on the device; the policy's statistics are kept through
  * eng_policy_account_uniform); the state then needs n_ctx >=
  * eng_policy_capacity. pos=shift makes the policy's one device allocation
  * (rotated keys of one layer + per-row rotation tables). Under a window or

@@ -95,6 +95,19 @@ void pol_observe_acc(eng_policy *p, int l, int T) {
     }
 }
 
+int eng_policy_h2o_rule(const eng_policy *p, int *sink, int *heavy, int *recent, int *pos_shift) {
+    if (p->ops != &pol_ops_h2o) return 0;
+    *sink = p->sink;
+    *heavy = p->heavy;
+    *recent = p->recent;
+    *pos_shift = p->pos_shift;
+    return 1;
+}
+
+int eng_policy_h2o_select(const eng_policy *p, const float *acc, int n, int32_t *keep, int32_t *scratch) {
+    return pol_select_h2o(acc, n, p->sink, p->heavy, p->recent, keep, scratch);
+}
+
 const pol_ops pol_ops_h2o = {"h2o", POL_BOUNDED | POL_NEEDS_PROBS | POL_SLOT_SCORES, h2o_parse, h2o_capacity,
                              h2o_target, h2o_select, pol_observe_acc, NULL};
 const pol_ops pol_ops_lazy_h2o = {"lazy_h2o", POL_BOUNDED | POL_NEEDS_PROBS | POL_SLOT_SCORES, lazy_parse,

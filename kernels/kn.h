@@ -121,12 +121,16 @@ void kn_kv_compact_ref(float *k_cache, float *v_cache, float *score, int32_t *po
  * window of sink+recent policies on the device: sinks move up one row per
  * eviction, the window moves back to row 0 now and then). */
 void kn_kv_move_ref(float *k_cache, float *v_cache, int NH, int D, int cap, int src, int dst, int rows);
+/* x[r·stride + j] = v for r < rows, from <= j < to (a score array's stale
+ * tail after a compaction). */
+void kn_fill_rows_ref(float *x, int rows, size_t stride, int from, int to, float v);
 /* norms(NH, cap)[h][j] = ||k[h][j]||₂ (fp32 sum of squares) for j < n_held[h];
  * other entries untouched. */
 void kn_key_norms_ref(float *norms, const float *k, const int32_t *n_held, int NH, int D, int cap);
-/* Accumulated attention: acc(NH, cap)[h][j] (+)= sum over queries t with
- * j < n_vis[h·T + t] of probs(NH, T, cap)[h][t][j], summed in t order;
- * accumulate = 0 overwrites. Keys no query sees are untouched. */
+/* Accumulated attention: acc(NH, cap)[h][j] gets probs(NH, T, cap)[h][t][j]
+ * of every query t with j < n_vis[h·T + t] added one by one in t order,
+ * onto acc (accumulate = 1, h2o's acc += p as engine/policy_h2o.c adds it)
+ * or onto 0 (accumulate = 0). Keys no query sees are untouched. */
 void kn_attn_accum_ref(float *acc, const float *probs, const int32_t *n_vis, int T, int NH, int cap,
                        int accumulate);
 /* 1-D pooling along each of `rows` rows (stride floats apart), odd kernel,

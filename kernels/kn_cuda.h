@@ -44,7 +44,7 @@ extern "C" {
 
 /* Bumped whenever kn_cuda_api changes; the loader refuses any other.
  * 2: graph_begin/end/launch/free and copy_d2h_async. */
-#define KN_CUDA_ABI 3
+#define KN_CUDA_ABI 4
 
 typedef struct kn_cuda_ctx kn_cuda_ctx;     /* device, stream, cuBLAS handle, arena, last error */
 typedef struct kn_cuda_graph kn_cuda_graph; /* an instantiated capture (cudaGraphExec_t), replayable */
@@ -130,6 +130,8 @@ typedef struct kn_cuda_api {
                            int C, float eps);
     kn_status (*gelu)(kn_cuda_ctx *c, float *x, size_t n);
     kn_status (*add2)(kn_cuda_ctx *c, float *y, const float *a, const float *b, size_t n);
+    /* kn_fill_rows_ref: x[r·stride + j] = v, r < rows (<= 65535), from <= j < to <= stride. */
+    kn_status (*fill_rows)(kn_cuda_ctx *c, float *x, int rows, size_t stride, int from, int to, float v);
     /* cos/sin(T, R/2) from pos(T) and inv_freq(R/2), fp32 angle as kn_rope_table. */
     kn_status (*rope_table)(kn_cuda_ctx *c, float *cos_t, float *sin_t, const float *inv_freq,
                             const int32_t *pos, int T, int R);

@@ -149,7 +149,7 @@ if [ -f "$mock" ] && ! grep -q "built without CUDA" "$tmp/gpu0"; then
         > "$tmp/ggen" 2>/dev/null
     [ "$(tail -n 1 "$tmp/ggen")" = "$(cat "$sg/greedy_ids.txt")" ] && ok "generate --gpu 0 (mock) greedy == HF" ||
         bad "generate --gpu 0 (mock) greedy == HF"
-    for mode in "" "--chunk 40" "--prefill 30" "--policy h2o:sink=2,heavy=8,recent=24" "--prefill 40 --policy snapkv:budget=24,window=4"; do
+    for mode in "" "--chunk 40" "--prefill 30" "--policy h2o:sink=2,heavy=8,recent=24" "--policy tova:budget=24" "--prefill 40 --policy snapkv:budget=24,window=4"; do
         # shellcheck disable=SC2086
         "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 200 $mode --json 2>/dev/null |
             sed 's/"tokens_per_s":[0-9.e+-]*//' > "$tmp/pc"
@@ -159,8 +159,8 @@ if [ -f "$mock" ] && ! grep -q "built without CUDA" "$tmp/gpu0"; then
         [ -s "$tmp/pc" ] && cmp -s "$tmp/pc" "$tmp/pg" && ok "ppl ${mode:-streaming} --gpu 0 (mock) == CPU" ||
             bad "ppl ${mode:-streaming} --gpu 0 (mock) == CPU ($(cat "$tmp/pc") vs $(cat "$tmp/pg"))"
     done
-    mk "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 60 --policy h2o:sink=2,heavy=8,recent=8 --gpu 0 \
-        2>&1 >/dev/null | grep -q "offload mode" && ok "ppl --policy h2o --gpu 0 says offload mode" || bad "ppl --policy h2o --gpu 0: no offload mode line"
+    mk "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 60 --policy tova:budget=16 --gpu 0 \
+        2>&1 >/dev/null | grep -q "offload mode" && ok "ppl --policy tova --gpu 0 says offload mode" || bad "ppl --policy tova --gpu 0: no offload mode line"
     mk "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 60 --policy streaming:sink=4,recent=16 --gpu 0 \
         2>&1 >/dev/null | grep -q "(device mode)" && ok "ppl --policy streaming --gpu 0 runs on the device cache" ||
         bad "ppl --policy streaming --gpu 0: no device mode line"

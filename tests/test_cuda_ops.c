@@ -473,6 +473,23 @@ static void test_kv_move(void) {
     reset();
 }
 
+/* fill_rows: a score array's tail zeroed from a column on, rows past a block. */
+static void test_fill_rows(void) {
+    int rows = 300, cap = 517;
+    size_t n = (size_t)rows * cap;
+    float *x = rnd(n, 1, 0), *g = hbuf(n * 4);
+    float *dx = dev_put(x, n * 4);
+    MARK_ALLOCS();
+    OK(A->fill_rows(C, dx, rows, (size_t)cap, 133, cap, 0.0f));
+    kn_fill_rows_ref(x, rows, (size_t)cap, 133, cap, 0.0f);
+    CU_ASSERT(dev_get(g, dx, n * 4, "fill_rows") && memcmp(g, x, n * 4) == 0);
+    OK(A->fill_rows(C, dx, rows, (size_t)cap, 7, 7, 1.0f));   /* empty range: nothing */
+    CU_ASSERT(dev_get(g, dx, n * 4, "fill_rows empty") && memcmp(g, x, n * 4) == 0);
+    CU_ASSERT_EQUAL(A->fill_rows(C, dx, rows, (size_t)cap, 0, cap + 1, 0.0f), KN_ERR_INVAL);
+    NO_OP_ALLOCS();
+    reset();
+}
+
 static void test_key_norms(void) {
     int dims[] = {80, 256, 32};
     for (size_t s = 0; s < sizeof dims / sizeof dims[0]; s++) {
@@ -821,6 +838,7 @@ int main(void) {
     CU_add_test(s, "kv append vs ref", test_kv_append);
     CU_add_test(s, "kv compaction in place vs ref", test_kv_compact);
     CU_add_test(s, "kv row moves (overlapping, both ways) vs ref", test_kv_move);
+    CU_add_test(s, "fill_rows (score tails) vs ref", test_fill_rows);
     CU_add_test(s, "key L2 norms vs ref", test_key_norms);
     CU_add_test(s, "accumulated attention vs ref", test_attn_accum);
     CU_add_test(s, "pool1d avg/max vs ref", test_pool1d);

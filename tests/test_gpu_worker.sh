@@ -3,8 +3,8 @@
 # redis-server, with the CUDA backend played by the mock library
 # (build/tests/libkvcuda_mock.so: the CPU ops behind the CUDA table, loaded
 # by the real loader through KV_CUDA_LIB). The same grid — ppl, speed and
-# spec tasks under the full cache and streaming (device mode), h2o and
-# every spec job (offload mode) — runs once on a `--cpu` worker and once on a `--gpu 0` worker, as
+# spec tasks under the full cache, streaming and h2o (device mode), tova
+# and every spec job (offload mode) — runs once on a `--cpu` worker and once on a `--gpu 0` worker, as
 # two sweeps; every metric that does not measure time must be equal
 # (ppl, nll, tokens, evictions, cache sizes, spec acceptance), the GPU rows
 # name the worker <host>:gpu0 and say which mode ran (extras.backend).
@@ -46,7 +46,7 @@ sweep() {   # sweep NAME -> $T/NAME.json
  "tasks": [{"task": "ppl"}, {"task": "ppl", "prefill": 20}, {"task": "speed", "prefill": 24, "decode": 12},
            {"task": "spec", "prefill": 24, "max_new": 24}],
  "policies": [{"policy": "full"}, {"policy": "streaming", "sink": 2, "recent": 12},
-              {"policy": "h2o", "sink": 2, "heavy": 6, "recent": 10}],
+              {"policy": "h2o", "sink": 2, "heavy": 6, "recent": 10}, {"policy": "tova", "budget": 16}],
  "spec": {"draft": ["tgt"], "gamma": [3], "draft_policy": ["window:recent=10"]},
  "seeds": [0], "repeats": 1}
 JSON
@@ -72,15 +72,15 @@ for s in gwcpu gwgpu; do
     check "collect $s" "$?" 0
 done
 n=$(q "SELECT count(*) FROM v_results WHERE sweep='gwcpu'")
-check "cpu rows" "$n" 12
-check "gpu rows" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu'")" 12
+check "cpu rows" "$n" 16
+check "gpu rows" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu'")" 16
 check "no failures" "$(q "SELECT count(*) FROM v_failures")" 0
-check "gpu worker named <host>:gpu0" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu' AND worker LIKE '%:gpu0'")" 12
-check "device mode for full and streaming" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu' AND task IN ('ppl','speed')
-    AND policy IN ('full','streaming') AND json_extract(extras,'$.backend')='device'")" 6
-check "offload mode for h2o and spec" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu'
-    AND (policy='h2o' OR task='spec') AND json_extract(extras,'$.backend')='offload'")" 6
-check "cpu rows say cpu" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwcpu' AND json_extract(extras,'$.backend')='cpu'")" 12
+check "gpu worker named <host>:gpu0" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu' AND worker LIKE '%:gpu0'")" 16
+check "device mode for full, streaming, h2o" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu' AND task IN ('ppl','speed')
+    AND json_extract(extras,'$.backend')='device'")" 9
+check "offload mode for tova and spec" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu'
+    AND (policy='tova' OR task='spec') AND json_extract(extras,'$.backend')='offload'")" 7
+check "cpu rows say cpu" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwcpu' AND json_extract(extras,'$.backend')='cpu'")" 16
 # every metric that is not a time: equal between the CPU and the GPU run
 # (streaming's default pos=shift rotates keys another way on the device
 # cache: its NLL may differ in the 7th digit; counts stay exact)
@@ -92,8 +92,8 @@ same=$(q "SELECT count(*) FROM v_results c JOIN v_results g ON g.sweep='gwgpu' A
     AND g.evictions IS c.evictions AND g.cache_tokens_mean IS c.cache_tokens_mean
     AND g.cache_tokens_max IS c.cache_tokens_max AND g.kv_bytes IS c.kv_bytes
     AND g.spec_drafted IS c.spec_drafted AND g.spec_accepted IS c.spec_accepted")
-check "cpu == gpu (mock) on every non-time metric" "$same" 12
-check "policies evicted" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu' AND policy<>'full' AND evictions > 0")" 8
+check "cpu == gpu (mock) on every non-time metric" "$same" 16
+check "policies evicted" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu' AND policy<>'full' AND evictions > 0")" 12
 q "SELECT '    ' || c.task || ' ' || c.policy || ': cpu ppl ' || ifnull(round(c.ppl, 6), '-') || ' gpu ppl '
    || ifnull(round(g.ppl, 6), '-') || ', evictions ' || ifnull(g.evictions, '-') || ', backend '
    || ifnull(json_extract(g.extras,'$.backend'), '-')
@@ -111,7 +111,7 @@ work "$T/cpu2.log" --cpu --name gw:cpu2
 check "cpu worker after it exit" "$?" 0
 "$KVS" --collect gwnodev --db "$T/r.db" --redis "$URL" --timeout 30 --quiet > "$T/collect3.log" 2>&1
 check "collect gwnodev" "$?" 0
-check "every job of the sweep done once" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwnodev'")" 12
+check "every job of the sweep done once" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwnodev'")" 16
 check "none failed" "$(q "SELECT count(*) FROM v_failures")" 0
 check "none ran on the broken worker" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwnodev' AND worker='gw:gpu0'")" 0
 [ "$fail" -eq 0 ] || { echo "--- gpu worker log"; tail -n 20 "$T/gpu.log"; echo "--- nodev log"; tail -n 10 "$T/nodev.log"; }

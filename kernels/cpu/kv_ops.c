@@ -30,6 +30,11 @@ void kn_kv_move_ref(float *k_cache, float *v_cache, int NH, int D, int cap, int 
     }
 }
 
+void kn_fill_rows_ref(float *x, int rows, size_t stride, int from, int to, float v) {
+    for (int r = 0; r < rows; r++)
+        for (int j = from < 0 ? 0 : from; j < to; j++) x[(size_t)r * stride + j] = v;
+}
+
 void kn_kv_compact_ref(float *k_cache, float *v_cache, float *score, int32_t *pos, const int32_t *keep,
                        const int32_t *n_keep, int NH, int D, int cap) {
     for (int h = 0; h < NH; h++) {
@@ -61,14 +66,14 @@ void kn_attn_accum_ref(float *acc, const float *probs, const int32_t *n_vis, int
                        int accumulate) {
     for (int h = 0; h < NH; h++)
         for (int j = 0; j < cap; j++) {
-            float s = 0.0f;
+            float s = accumulate ? acc[(size_t)h * cap + j] : 0.0f;
             int any = 0;
             for (int t = 0; t < T; t++)
                 if (j < n_vis[h * T + t]) {
                     s += probs[((size_t)h * T + t) * cap + j];
                     any = 1;
                 }
-            if (any) acc[(size_t)h * cap + j] = accumulate ? acc[(size_t)h * cap + j] + s : s;
+            if (any) acc[(size_t)h * cap + j] = s;
         }
 }
 

@@ -336,6 +336,7 @@ static kn_cuda_api make_api(void) {
     a.layernorm = kn_cuda_layernorm;
     a.gelu = kn_cuda_gelu;
     a.add2 = kn_cuda_add2;
+    a.fill_rows = kn_cuda_fill_rows;
     a.rope_table = kn_cuda_rope_table;
     a.rope = kn_cuda_rope;
     a.attention = kn_cuda_attention;

@@ -56,6 +56,7 @@ kn_status kn_cuda_embed(kn_cuda_ctx *c, float *out, const int32_t *tok, int T, c
 kn_status kn_cuda_layernorm(kn_cuda_ctx *c, float *out, const float *x, const float *w, const float *b, int M,
                             int C, float eps);
 kn_status kn_cuda_gelu(kn_cuda_ctx *c, float *x, size_t n);
+kn_status kn_cuda_fill_rows(kn_cuda_ctx *c, float *x, int rows, size_t stride, int from, int to, float v);
 kn_status kn_cuda_add2(kn_cuda_ctx *c, float *y, const float *a, const float *b, size_t n);
 kn_status kn_cuda_rope_table(kn_cuda_ctx *c, float *cos_t, float *sin_t, const float *inv_freq,
                              const int32_t *pos, int T, int R);

@@ -19,6 +19,22 @@ static __global__ void add2_kernel(float *y, const float *a, const float *b, siz
         y[i] += b ? a[i] + b[i] : a[i];
 }
 
+/* grid (ceil((to - from) / 256), rows) */
+static __global__ void fill_rows_kernel(float *x, size_t stride, int from, int to, float v) {
+    const int j = from + blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < to) x[(size_t)blockIdx.y * stride + j] = v;
+}
+
+extern "C" kn_status kn_cuda_fill_rows(kn_cuda_ctx *c, float *x, int rows, size_t stride, int from, int to, float v) {
+    KN_ARG(c, rows >= 0 && rows <= 65535 && from >= 0 && (size_t)to <= stride,
+           "fill_rows: bad range rows=%d stride=%zu from=%d to=%d", rows, stride, from, to);
+    if (rows == 0 || from >= to) return KN_OK;
+    fill_rows_kernel<<<dim3((unsigned)((to - from + 255) / 256), (unsigned)rows), 256, 0, c->stream>>>(x, stride, from,
+                                                                                                     to, v);
+    KN_LAUNCHED(c, "fill_rows_kernel");
+    return KN_OK;
+}
+
 extern "C" kn_status kn_cuda_gelu(kn_cuda_ctx *c, float *x, size_t n) {
     if (n == 0) return KN_OK;
     gelu_kernel<<<kn_grid(c, n, 256), 256, 0, c->stream>>>(x, n);

@@ -32,16 +32,15 @@ static __global__ void attn_accum_kernel(float *acc, const float *probs, const i
                                          int accumulate) {
     const int h = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= cap) return;
-    float s = 0.0f;
+    float *a = acc + (size_t)h * cap + j;
+    float s = accumulate ? *a : 0.0f;   // added one query at a time, as the CPU policy does
     int any = 0;
     for (int t = 0; t < T; t++)
         if (j < n_vis[(size_t)h * T + t]) {
             s += probs[((size_t)h * T + t) * cap + j];
             any = 1;
         }
-    if (!any) return;
-    float *a = acc + (size_t)h * cap + j;
-    *a = accumulate ? *a + s : s;
+    if (any) *a = s;
 }
 
 /* grid (ceil(m / 256), rows) */

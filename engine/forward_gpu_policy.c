@@ -1,0 +1,209 @@
+/* forward_gpu_policy.c — the KV policies the device cache runs itself
+ * (forward_gpu.h): full, window and streaming as a moving window of each
+ * head's slab, h2o with its accumulated attention on the device. Each keeps
+ * the CPU hooks' rule, timing (evict at a step's start among held rows),
+ * chunking (room = cap - target) and statistics (eng_policy_account_uniform,
+ * in forward_gpu.c), so results equal the CPU path's; the other policies run
+ * in offload mode (forward_gpu.h). */
+#include <string.h>
+
+#include "forward_gpu_impl.h"
+#include "policy.h"
+
+#define GPU_MAX_GRAPHS 256   /* graphs one moving window may keep (one per base; a policy's capacity gives 64) */
+
+eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
+    const eng_config *c = &gs->model->cfg;
+    int sink = 0, recent = -1, shift = 0, heavy = 0, h2o = 0;
+    if (gs->n_past != 0 || gs->cap == 0) {
+        eng_errf(gs->err, sizeof gs->err, "set_policy: %s", gs->cap ? "the state already holds tokens"
+                                                                     : "offload mode: the host state runs the policy");
+        return ENG_ERR_INVAL;
+    }
+    if (p && !eng_policy_sink_recent(p, &sink, &recent, &shift) &&
+        !(h2o = eng_policy_h2o_rule(p, &sink, &heavy, &recent, &shift))) {
+        eng_errf(gs->err, sizeof gs->err, "set_policy: '%s' does not run on the device cache (offload mode does it, "
+                 "engine/fwd.h)", eng_policy_name(p));
+        return ENG_ERR_UNSUPPORTED;
+    }
+    if (h2o && (int64_t)sink + heavy + recent >= gs->cap) h2o = 0, recent = -1;   /* never evicts: as full */
+    if (!h2o && recent >= 0 && (int64_t)sink + recent >= gs->cap) recent = -1;   /* never evicts in this capacity */
+    int shift_on = shift && c->n_rot > 0, moving = (!h2o && recent >= 0) || shift_on;
+    /* graphs captured so far bake the previous policy's offsets and rotation: drop them */
+    gs->api->graph_free(gs->ctx, gs->graph);
+    gs->graph = NULL;
+    for (int i = 0; gs->graphs && i < gs->cap; i++) gs->api->graph_free(gs->ctx, gs->graphs[i]);
+    eng_free(gs->graphs);
+    gs->graphs = NULL;
+    gs->n_graphs = 0;
+    /* the pos=shift buffers first, so a failure leaves the state as it was made (no policy) */
+    size_t rows = (size_t)c->n_head * gs->cap, R2 = (size_t)c->n_rot / 2;
+    if (shift_on && !gs->d_pol) {
+        size_t bytes = align_up(rows * c->head_dim * sizeof(float)) + 2 * align_up(rows * R2 * sizeof(float)) +
+                       align_up(rows * sizeof(int32_t));
+        kn_status st = gs->api->mem_alloc(gs->ctx, &gs->d_pol, bytes);
+        int host_ok = st == KN_OK && (gs->h_shift_pos = eng_alloc(rows * sizeof(int32_t))) != NULL;
+        if (!host_ok) {
+            eng_errf(gs->err, sizeof gs->err, "set_policy: %.1f MiB of pos=shift buffers: %s",
+                     (double)bytes / (1 << 20), st == KN_OK ? "out of host memory" : gs->api->errmsg(gs->ctx));
+            gs->api->mem_free(gs->ctx, gs->d_pol);
+            gs->d_pol = NULL;
+            gs->policy = NULL;
+            gs->sink = gs->pos_shift = 0;
+            gs->recent = -1;
+            return st == KN_OK ? ENG_ERR_NOMEM : status_of(st);
+        }
+        char *q = gs->d_pol;
+        gs->ks = (float *)q;
+        q += align_up(rows * c->head_dim * sizeof(float));
+        gs->shift_cos = (float *)q;
+        q += align_up(rows * R2 * sizeof(float));
+        gs->shift_sin = (float *)q;
+        q += align_up(rows * R2 * sizeof(float));
+        gs->shift_pos = (int32_t *)q;
+    }
+    if (h2o && !gs->d_h2o) {
+        size_t LH = (size_t)c->n_layer * c->n_head, cap = (size_t)gs->cap;
+        size_t bytes = align_up(LH * cap * sizeof(float)) + align_up((size_t)c->n_head * gs->n_batch * cap * sizeof(float)) +
+                       align_up(LH * cap * sizeof(int32_t)) + align_up(LH * sizeof(int32_t));
+        kn_status st = gs->api->mem_alloc(gs->ctx, &gs->d_h2o, bytes);
+        size_t hbytes = LH * cap * sizeof(float) + LH * cap * sizeof(int32_t) + LH * sizeof(int32_t) + cap * sizeof(int32_t);
+        if (st != KN_OK || !(gs->h_h2o = eng_alloc(hbytes))) {
+            eng_errf(gs->err, sizeof gs->err, "set_policy: %.1f MiB of h2o buffers: %s", (double)bytes / (1 << 20),
+                     st == KN_OK ? "out of host memory" : gs->api->errmsg(gs->ctx));
+            gs->api->mem_free(gs->ctx, gs->d_h2o);
+            gs->d_h2o = NULL;
+            gs->policy = NULL;
+            gs->sink = gs->pos_shift = gs->h2o = 0;
+            gs->recent = -1;
+            return st == KN_OK ? ENG_ERR_NOMEM : status_of(st);
+        }
+        char *q = gs->d_h2o;
+        gs->d_score = (float *)q;
+        q += align_up(LH * cap * sizeof(float));
+        gs->d_probs = (float *)q;
+        q += align_up((size_t)c->n_head * gs->n_batch * cap * sizeof(float));
+        gs->d_keep = (int32_t *)q;
+        q += align_up(LH * cap * sizeof(int32_t));
+        gs->d_nkeep = (int32_t *)q;
+        gs->h_score = gs->h_h2o;
+        gs->h_keep = (int32_t *)(gs->h_score + LH * cap);
+        gs->h_nkeep = gs->h_keep + LH * cap;
+        gs->h_ord = gs->h_nkeep + LH;
+    }
+    gs->policy = p;
+    gs->h2o = h2o;
+    gs->heavy = heavy;
+    gs->scores_stale = h2o;
+    gs->sink = sink;
+    gs->recent = recent;
+    gs->pos_shift = shift_on;
+    gs->base = 0;
+    gs->shift_base = -1;
+    if (moving && gs->graph_on) {   /* the window moves: one graph per base it can take */
+        int bases = recent >= 0 ? gs->cap - (sink + recent) : 1;
+        if (bases > GPU_MAX_GRAPHS) {
+            gs->graph_on = 0;
+            eng_errf(gs->graph_status, sizeof gs->graph_status,
+                     "off (the window can take %d positions, more than %d graphs; size n_ctx by eng_policy_capacity)",
+                     bases, GPU_MAX_GRAPHS);
+        } else if (!(gs->graphs = eng_calloc((size_t)gs->cap, sizeof *gs->graphs))) {
+            gs->graph_on = 0;
+            eng_errf(gs->graph_status, sizeof gs->graph_status, "off (no host memory for %d graph slots)", gs->cap);
+        } else {
+            eng_errf(gs->graph_status, sizeof gs->graph_status, "on (one graph per window position)");
+        }
+    } else if (gs->graph_on) {
+        eng_errf(gs->graph_status, sizeof gs->graph_status, "on");
+    }
+    return ENG_OK;
+}
+
+/* Rows [src, src + rows) -> dst in every head of every layer's K and V:
+ * one kv_move over the L·NH heads of each (the layers' slabs are
+ * contiguous, keys first, then values). */
+static eng_status move_rows(eng_gpu_state *gs, int src, int dst, int rows) {
+    const eng_config *c = &gs->model->cfg;
+    size_t slab = (size_t)c->n_head * gs->cap * c->head_dim;
+    gs->layer = -1;
+    GPU_OP(gs, "kv_move", gs->api->kv_move(gs->ctx, gs->d_kv, gs->d_kv + (size_t)c->n_layer * slab,
+                                           c->n_layer * c->n_head, c->head_dim, gs->cap, src, dst, rows));
+    return ENG_OK;
+}
+
+/* The start of a step under a window/streaming policy: the CPU hooks' rule
+ * (policy_window.c) — a head holding n > sink + recent keeps [0, sink) and
+ * the last `recent` — done by moving the sink rows up over the evicted ones
+ * and advancing base; then the chunk is cut to the room left (as
+ * eng_policy_room), and the window goes back to row 0 if the chunk would
+ * pass the slab's end. *evicted: rows dropped per head. */
+/* h2o's eviction at a step's start: the accumulated scores of every
+ * (layer, head) come down, the policy's own selection picks the kept rows
+ * (ascending), and one kv_compact over all layers' heads moves K, V and
+ * the scores; the stale score tail is zeroed so new rows start at 0. */
+static eng_status h2o_evict(eng_gpu_state *gs, int32_t budget) {
+    const kn_cuda_api *A = gs->api;
+    const eng_config *c = &gs->model->cfg;
+    size_t LH = (size_t)c->n_layer * c->n_head, cap = (size_t)gs->cap;
+    size_t slab = (size_t)c->n_head * cap * c->head_dim;
+    gs->layer = -1;
+    GPU_OP(gs, "download h2o scores", A->copy_d2h(gs->ctx, gs->h_score, gs->d_score, LH * cap * sizeof(float)));
+    for (size_t lh = 0; lh < LH; lh++)
+        gs->h_nkeep[lh] = eng_policy_h2o_select(gs->policy, gs->h_score + lh * cap, gs->n_held, gs->h_keep + lh * cap,
+                                                gs->h_ord);
+    GPU_OP(gs, "upload h2o keep", A->copy_h2d(gs->ctx, gs->d_keep, gs->h_keep, LH * cap * sizeof(int32_t)));
+    GPU_OP(gs, "upload h2o n_keep", A->copy_h2d(gs->ctx, gs->d_nkeep, gs->h_nkeep, LH * sizeof(int32_t)));
+    GPU_OP(gs, "kv_compact h2o", A->kv_compact(gs->ctx, gs->d_kv, gs->d_kv + (size_t)c->n_layer * slab, gs->d_score,
+                                               NULL, gs->d_keep, gs->d_nkeep, (int)LH, c->head_dim, gs->cap));
+    GPU_OP(gs, "fill_rows h2o scores", A->fill_rows(gs->ctx, gs->d_score, (int)LH, cap, budget, gs->cap, 0.0f));
+    return ENG_OK;
+}
+
+eng_status gpu_policy_step(eng_gpu_state *gs, int want, int *T, int32_t *evicted) {
+    *evicted = 0;
+    int32_t budget = gs->h2o ? gs->sink + gs->heavy + gs->recent : gs->sink + gs->recent;
+    if (gs->scores_stale) {   /* a new sequence: every score back to 0 */
+        const eng_config *c = &gs->model->cfg;
+        GPU_OP(gs, "fill_rows h2o scores", gs->api->fill_rows(gs->ctx, gs->d_score, c->n_layer * c->n_head,
+                                                             (size_t)gs->cap, 0, gs->cap, 0.0f));
+        gs->scores_stale = 0;
+    }
+    if (gs->h2o && gs->n_held > budget) {
+        eng_status st = h2o_evict(gs, budget);
+        if (st != ENG_OK) return st;
+        *evicted = gs->n_held - budget;
+        gs->n_held = budget;
+    } else if (!gs->h2o && gs->recent >= 0 && gs->n_held > budget) {
+        int32_t e = gs->n_held - budget;
+        if (gs->sink > 0) {
+            eng_status st = move_rows(gs, gs->base, gs->base + e, gs->sink);
+            if (st != ENG_OK) return st;
+        }
+        gs->base += e;
+        gs->n_held = budget;
+        *evicted = e;
+    }
+    int room = gs->cap - gs->n_held;
+    if (room <= 0) {
+        eng_errf(gs->err, sizeof gs->err, "forward: KV cache of %d slots has no room after policy '%s'", gs->cap,
+                 eng_policy_name(gs->policy));
+        return ENG_ERR_CAPACITY;
+    }
+    *T = want < room ? want : room;
+    if (gs->base + gs->n_held + *T > gs->cap) {
+        eng_status st = move_rows(gs, gs->base, 0, gs->n_held);
+        if (st != ENG_OK) return st;
+        gs->base = 0;
+    }
+    if (gs->pos_shift && gs->shift_base != gs->base) {   /* row j of every head sits at cache index j - base */
+        const eng_config *c = &gs->model->cfg;
+        int rows = c->n_head * gs->cap;
+        for (int i = 0; i < rows; i++) gs->h_shift_pos[i] = i % gs->cap - gs->base;
+        GPU_OP(gs, "upload pos=shift rows", gs->api->copy_h2d(gs->ctx, gs->shift_pos, gs->h_shift_pos,
+                                                             (size_t)rows * sizeof(int32_t)));
+        GPU_OP(gs, "rope_table pos=shift", gs->api->rope_table(gs->ctx, gs->shift_cos, gs->shift_sin, gs->inv_freq,
+                                                               gs->shift_pos, rows, c->n_rot));
+        gs->shift_base = gs->base;
+    }
+    return ENG_OK;
+}
