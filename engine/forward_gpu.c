@@ -255,6 +255,7 @@ void eng_gpu_state_reset(eng_gpu_state *gs) {
     gs->n_held = 0;
     gs->base = 0;
     gs->scores_stale = gs->h2o;
+    gs->pol_steps = 0;
 }
 
 eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n) {
@@ -264,6 +265,12 @@ eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n) {
     }
     gs->n_past -= n;
     gs->n_held -= n;   /* slots past n_held are overwritten by the next append */
+    if (gs->h2o && n > 0) {   /* h2o: the dropped slots' scores back to 0, as new slots expect */
+        const eng_config *c = &gs->model->cfg;
+        gs->layer = -1;
+        GPU_OP(gs, "fill_rows h2o scores", gs->api->fill_rows(gs->ctx, gs->d_score, c->n_layer * c->n_head,
+                                                             (size_t)gs->cap, gs->n_held, gs->cap, 0.0f));
+    }
     return ENG_OK;
 }
 
@@ -521,6 +528,7 @@ eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, floa
         eng_status st = forward_chunk(gs, tokens + i, T, lg, all_logits);
         if (st != ENG_OK) return st;
         if (gs->policy) eng_policy_account_uniform(gs->policy, gs->n_held, evicted, (int64_t)gs->kv_bytes);
+        gs->pol_steps++;
         i += T;
     }
     return ENG_OK;

@@ -123,6 +123,8 @@ typedef struct eng_gpu_state {
      * the policy's own selection, and one kv_compact over all layers' heads
      * applies them. */
     int h2o, heavy;    /* h2o: budget sink + heavy + recent, window never moves */
+    int interval;      /* lazy_h2o: evict only at steps that are multiples of this (0: h2o, every step) */
+    int64_t pol_steps; /* policy steps (chunks) of the sequence so far, for lazy_h2o */
     int scores_stale;  /* 1: zero every score before the next chunk (a new sequence) */
     void *d_h2o;       /* the h2o device allocation: */
     float *d_score;    /* (L, NH, cap) accumulated attention; 0 past n_held */
@@ -146,12 +148,13 @@ eng_status eng_gpu_state_init(eng_gpu_state **out, const kn_cuda_api *api, const
 void eng_gpu_state_free(eng_gpu_state *gs);
 /* Empty the cache and restart at position 0 (no device work). */
 void eng_gpu_state_reset(eng_gpu_state *gs);
-/* Forget the last n tokens, as eng_state_rollback; ENG_ERR_INVAL (nothing
- * changed) when fewer than n are held. */
+/* Forget the last n tokens, as eng_state_rollback (under a device-cache
+ * policy: n no more than the last call's tokens, eviction runs at a call's
+ * start); ENG_ERR_INVAL (nothing changed) when fewer than n are held. */
 eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n);
 /* Before the first forward. full, window and streaming run on the device
  * cache itself (eng_policy_sink_recent: same rule, positions and chunking
- * as the CPU hooks; h2o too, eng_policy_h2o_rule, with its accumulated
+ * as the CPU hooks; h2o and lazy_h2o too, eng_policy_h2o_rule, with their accumulated
  * attention kept on the device; the policy's statistics are kept through
  * eng_policy_account_uniform); the state then needs n_ctx >=
  * eng_policy_capacity. pos=shift makes the policy's one device allocation

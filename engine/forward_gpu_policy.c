@@ -1,6 +1,7 @@
 /* forward_gpu_policy.c — the KV policies the device cache runs itself
  * (forward_gpu.h): full, window and streaming as a moving window of each
- * head's slab, h2o with its accumulated attention on the device. Each keeps
+ * head's slab, h2o and lazy_h2o with their accumulated attention on the
+ * device. Each keeps
  * the CPU hooks' rule, timing (evict at a step's start among held rows),
  * chunking (room = cap - target) and statistics (eng_policy_account_uniform,
  * in forward_gpu.c), so results equal the CPU path's; the other policies run
@@ -14,14 +15,14 @@
 
 eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
     const eng_config *c = &gs->model->cfg;
-    int sink = 0, recent = -1, shift = 0, heavy = 0, h2o = 0;
+    int sink = 0, recent = -1, shift = 0, heavy = 0, h2o = 0, interval = 0;
     if (gs->n_past != 0 || gs->cap == 0) {
         eng_errf(gs->err, sizeof gs->err, "set_policy: %s", gs->cap ? "the state already holds tokens"
                                                                      : "offload mode: the host state runs the policy");
         return ENG_ERR_INVAL;
     }
     if (p && !eng_policy_sink_recent(p, &sink, &recent, &shift) &&
-        !(h2o = eng_policy_h2o_rule(p, &sink, &heavy, &recent, &shift))) {
+        !(h2o = eng_policy_h2o_rule(p, &sink, &heavy, &recent, &interval, &shift))) {
         eng_errf(gs->err, sizeof gs->err, "set_policy: '%s' does not run on the device cache (offload mode does it, "
                  "engine/fwd.h)", eng_policy_name(p));
         return ENG_ERR_UNSUPPORTED;
@@ -94,6 +95,8 @@ eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
     gs->policy = p;
     gs->h2o = h2o;
     gs->heavy = heavy;
+    gs->interval = h2o ? interval : 0;
+    gs->pol_steps = 0;
     gs->scores_stale = h2o;
     gs->sink = sink;
     gs->recent = recent;
@@ -168,7 +171,11 @@ eng_status gpu_policy_step(eng_gpu_state *gs, int want, int *T, int32_t *evicted
                                                              (size_t)gs->cap, 0, gs->cap, 0.0f));
         gs->scores_stale = 0;
     }
-    if (gs->h2o && gs->n_held > budget) {
+    /* lazy_h2o (engine/policy_h2o.c lazy_target): only at steps that are multiples of the interval, or when
+     * the cache would outgrow budget + interval */
+    int due = !gs->interval || (gs->pol_steps > 0 && gs->pol_steps % gs->interval == 0) ||
+              gs->n_held + 1 > budget + gs->interval;
+    if (gs->h2o && gs->n_held > budget && due) {
         eng_status st = h2o_evict(gs, budget);
         if (st != ENG_OK) return st;
         *evicted = gs->n_held - budget;

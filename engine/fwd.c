@@ -44,9 +44,9 @@ eng_status eng_fwd_init(eng_fwd *f, const eng_model *m, int gpu, int n_ctx, int 
         st = cpu_state(f, m, n_ctx, n_batch, err, n_err);
     } else {
         const kn_cuda_api *api = eng_fwd_open_device(gpu, &st, err, n_err);
-        int sink, recent, shift, heavy;
+        int sink, recent, shift, heavy, interval;
         int native = !p || eng_policy_sink_recent(p, &sink, &recent, &shift) ||
-                     eng_policy_h2o_rule(p, &sink, &heavy, &recent, &shift);
+                     eng_policy_h2o_rule(p, &sink, &heavy, &recent, &interval, &shift);
         if (!api) {
             /* st and err set by the probe */
         } else if (native) {

@@ -4,7 +4,7 @@
  *
  * Three modes, chosen by eng_fwd_init:
  *   cpu      gpu < 0: an eng_state (forward.h), KV policy attached to it.
- *   device   gpu >= 0 with no policy, full, window, streaming or h2o:
+ *   device   gpu >= 0 with no policy, full, window, streaming, h2o, lazy_h2o:
  *            eng_gpu_state runs the whole pass with its KV cache on the
  *            device (the fast path; window/streaming by a moving window of
  *            the cache, h2o with its scores on the device, forward_gpu.h). The policy object gets its statistics from

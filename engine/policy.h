@@ -94,12 +94,14 @@ void eng_policy_stats_get(const eng_policy *p, eng_policy_stats *st);
  * [0, sink) and the last `recent` (-1: everything, full), keys rotated by
  * cache index when pos_shift — for those three; 0 for any other policy. */
 int eng_policy_sink_recent(const eng_policy *p, int *sink, int *recent, int *pos_shift);
-/* The same for h2o: 1 and its rule (keep [0, sink), the `heavy` best of
- * the middle by accumulated attention, the last `recent`) for an "h2o"
- * policy, 0 otherwise; and its selection for one head holding n slots with
+/* The same for h2o and lazy_h2o: 1 and the rule (keep [0, sink), the
+ * `heavy` best of the middle by accumulated attention, the last `recent`;
+ * interval 0 for h2o, lazy_h2o's otherwise: evict only at steps that are
+ * multiples of it, or when the cache would outgrow budget + interval), 0
+ * for any other policy; and the selection for one head holding n slots with
  * accumulated attention acc(n): kept slots ascending into keep, their count
  * returned; scratch: (n) ints. */
-int eng_policy_h2o_rule(const eng_policy *p, int *sink, int *heavy, int *recent, int *pos_shift);
+int eng_policy_h2o_rule(const eng_policy *p, int *sink, int *heavy, int *recent, int *interval, int *pos_shift);
 int eng_policy_h2o_select(const eng_policy *p, const float *acc, int n, int32_t *keep, int32_t *scratch);
 /* Account one step of an unattached policy as step_end would: every head of
  * every layer holds n_held slots after `evicted` were dropped from each at

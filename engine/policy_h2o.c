@@ -95,8 +95,9 @@ void pol_observe_acc(eng_policy *p, int l, int T) {
     }
 }
 
-int eng_policy_h2o_rule(const eng_policy *p, int *sink, int *heavy, int *recent, int *pos_shift) {
-    if (p->ops != &pol_ops_h2o) return 0;
+int eng_policy_h2o_rule(const eng_policy *p, int *sink, int *heavy, int *recent, int *interval, int *pos_shift) {
+    if (p->ops != &pol_ops_h2o && p->ops != &pol_ops_lazy_h2o) return 0;
+    *interval = p->ops == &pol_ops_lazy_h2o ? p->interval : 0;
     *sink = p->sink;
     *heavy = p->heavy;
     *recent = p->recent;
