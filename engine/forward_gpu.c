@@ -363,7 +363,10 @@ static eng_status layer_forward(eng_gpu_state *gs, int l, int T) {
     }
     GPU_OP(gs, "attention", A->attention(X, gs->att, gs->qkv, 3 * C, Ka, V + win, T, NH, D, gs->cap, gs->n_vis,
                                          gs->h2o ? gs->d_probs : NULL));
-    if (gs->h2o)   /* h2o: every key collects the probability each query put on it, query by query */
+    if (gs->tova)   /* tova: the head mean of the last query's attention, the layer's score row */
+        GPU_OP(gs, "attn_head_mean tova", A->attn_head_mean(X, gs->d_score + (size_t)l * gs->cap, gs->d_probs, gs->n_vis,
+                                                            T, NH, gs->cap));
+    else if (gs->h2o)   /* h2o: every key collects the probability each query put on it, query by query */
         GPU_OP(gs, "attn_accum h2o", A->attn_accum(X, gs->d_score + (size_t)l * NH * gs->cap, gs->d_probs, gs->n_vis, T,
                                                    NH, gs->cap, 1));
     return layer_mlp(gs, l, T);

@@ -122,7 +122,9 @@ typedef struct eng_gpu_state {
      * scores come down, the host picks each (layer, head)'s kept rows with
      * the policy's own selection, and one kv_compact over all layers' heads
      * applies them. */
-    int h2o, heavy;    /* h2o: budget sink + heavy + recent, window never moves */
+    int h2o, heavy;    /* h2o: budget sink + heavy + recent, window never moves (also set for tova) */
+    int tova;          /* tova: score = head mean of the last query (rows (L, cap) of d_score), budget = heavy,
+                          one kept set per layer */
     int interval;      /* lazy_h2o: evict only at steps that are multiples of this (0: h2o, every step) */
     int64_t pol_steps; /* policy steps (chunks) of the sequence so far, for lazy_h2o */
     int scores_stale;  /* 1: zero every score before the next chunk (a new sequence) */
@@ -154,8 +156,8 @@ void eng_gpu_state_reset(eng_gpu_state *gs);
 eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n);
 /* Before the first forward. full, window and streaming run on the device
  * cache itself (eng_policy_sink_recent: same rule, positions and chunking
- * as the CPU hooks; h2o and lazy_h2o too, eng_policy_h2o_rule, with their accumulated
- * attention kept on the device; the policy's statistics are kept through
+ * as the CPU hooks; h2o, lazy_h2o and tova too, eng_policy_h2o_rule /
+ * eng_policy_tova_rule, with their attention scores kept on the device; the policy's statistics are kept through
  * eng_policy_account_uniform); the state then needs n_ctx >=
  * eng_policy_capacity. pos=shift makes the policy's one device allocation
  * (rotated keys of one layer + per-row rotation tables). Under a window or

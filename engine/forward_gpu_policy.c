@@ -1,6 +1,6 @@
 /* forward_gpu_policy.c — the KV policies the device cache runs itself
  * (forward_gpu.h): full, window and streaming as a moving window of each
- * head's slab, h2o and lazy_h2o with their accumulated attention on the
+ * head's slab, h2o, lazy_h2o and tova with their attention scores on the
  * device. Each keeps
  * the CPU hooks' rule, timing (evict at a step's start among held rows),
  * chunking (room = cap - target) and statistics (eng_policy_account_uniform,
@@ -15,19 +15,21 @@
 
 eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
     const eng_config *c = &gs->model->cfg;
-    int sink = 0, recent = -1, shift = 0, heavy = 0, h2o = 0, interval = 0;
+    int sink = 0, recent = -1, shift = 0, heavy = 0, h2o = 0, interval = 0, tova = 0;
     if (gs->n_past != 0 || gs->cap == 0) {
         eng_errf(gs->err, sizeof gs->err, "set_policy: %s", gs->cap ? "the state already holds tokens"
                                                                      : "offload mode: the host state runs the policy");
         return ENG_ERR_INVAL;
     }
-    if (p && !eng_policy_sink_recent(p, &sink, &recent, &shift) &&
-        !(h2o = eng_policy_h2o_rule(p, &sink, &heavy, &recent, &interval, &shift))) {
+    if (p && (tova = eng_policy_tova_rule(p, &heavy, &shift)))   /* as h2o with budget = heavy: sink 0, recent 0 */
+        h2o = 1, sink = 0, recent = 0;
+    else if (p && !eng_policy_sink_recent(p, &sink, &recent, &shift) &&
+             !(h2o = eng_policy_h2o_rule(p, &sink, &heavy, &recent, &interval, &shift))) {
         eng_errf(gs->err, sizeof gs->err, "set_policy: '%s' does not run on the device cache (offload mode does it, "
                  "engine/fwd.h)", eng_policy_name(p));
         return ENG_ERR_UNSUPPORTED;
     }
-    if (h2o && (int64_t)sink + heavy + recent >= gs->cap) h2o = 0, recent = -1;   /* never evicts: as full */
+    if (h2o && (int64_t)sink + heavy + recent >= gs->cap) h2o = tova = 0, recent = -1;   /* never evicts: as full */
     if (!h2o && recent >= 0 && (int64_t)sink + recent >= gs->cap) recent = -1;   /* never evicts in this capacity */
     int shift_on = shift && c->n_rot > 0, moving = (!h2o && recent >= 0) || shift_on;
     /* graphs captured so far bake the previous policy's offsets and rotation: drop them */
@@ -75,7 +77,7 @@ eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
             gs->api->mem_free(gs->ctx, gs->d_h2o);
             gs->d_h2o = NULL;
             gs->policy = NULL;
-            gs->sink = gs->pos_shift = gs->h2o = 0;
+            gs->sink = gs->pos_shift = gs->h2o = gs->tova = 0;
             gs->recent = -1;
             return st == KN_OK ? ENG_ERR_NOMEM : status_of(st);
         }
@@ -94,6 +96,7 @@ eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
     }
     gs->policy = p;
     gs->h2o = h2o;
+    gs->tova = tova;
     gs->heavy = heavy;
     gs->interval = h2o ? interval : 0;
     gs->pol_steps = 0;
@@ -162,6 +165,33 @@ static eng_status h2o_evict(eng_gpu_state *gs, int32_t budget) {
     return ENG_OK;
 }
 
+/* tova's eviction: each layer's score row (the head mean of the last
+ * query's attention, written after that layer's attention) comes down, the
+ * policy's selection picks one kept set per layer, every head of the layer
+ * keeps it; scores are rewritten at the next attention, so they are not
+ * compacted. */
+static eng_status tova_evict(eng_gpu_state *gs) {
+    const kn_cuda_api *A = gs->api;
+    const eng_config *c = &gs->model->cfg;
+    size_t L = (size_t)c->n_layer, NH = (size_t)c->n_head, cap = (size_t)gs->cap;
+    size_t slab = NH * cap * c->head_dim;
+    gs->layer = -1;
+    GPU_OP(gs, "download tova scores", A->copy_d2h(gs->ctx, gs->h_score, gs->d_score, L * cap * sizeof(float)));
+    for (size_t l = 0; l < L; l++) {
+        int32_t *k0 = gs->h_keep + l * NH * cap;
+        int got = eng_policy_tova_select(gs->policy, gs->h_score + l * cap, gs->n_held, k0, gs->h_ord);
+        for (size_t h = 0; h < NH; h++) {
+            if (h) memcpy(k0 + h * cap, k0, (size_t)got * sizeof(int32_t));
+            gs->h_nkeep[l * NH + h] = got;
+        }
+    }
+    GPU_OP(gs, "upload tova keep", A->copy_h2d(gs->ctx, gs->d_keep, gs->h_keep, L * NH * cap * sizeof(int32_t)));
+    GPU_OP(gs, "upload tova n_keep", A->copy_h2d(gs->ctx, gs->d_nkeep, gs->h_nkeep, L * NH * sizeof(int32_t)));
+    GPU_OP(gs, "kv_compact tova", A->kv_compact(gs->ctx, gs->d_kv, gs->d_kv + L * slab, NULL, NULL, gs->d_keep,
+                                                gs->d_nkeep, (int)(L * NH), c->head_dim, gs->cap));
+    return ENG_OK;
+}
+
 eng_status gpu_policy_step(eng_gpu_state *gs, int want, int *T, int32_t *evicted) {
     *evicted = 0;
     int32_t budget = gs->h2o ? gs->sink + gs->heavy + gs->recent : gs->sink + gs->recent;
@@ -176,7 +206,7 @@ eng_status gpu_policy_step(eng_gpu_state *gs, int want, int *T, int32_t *evicted
     int due = !gs->interval || (gs->pol_steps > 0 && gs->pol_steps % gs->interval == 0) ||
               gs->n_held + 1 > budget + gs->interval;
     if (gs->h2o && gs->n_held > budget && due) {
-        eng_status st = h2o_evict(gs, budget);
+        eng_status st = gs->tova ? tova_evict(gs) : h2o_evict(gs, budget);
         if (st != ENG_OK) return st;
         *evicted = gs->n_held - budget;
         gs->n_held = budget;

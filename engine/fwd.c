@@ -46,7 +46,8 @@ eng_status eng_fwd_init(eng_fwd *f, const eng_model *m, int gpu, int n_ctx, int 
         const kn_cuda_api *api = eng_fwd_open_device(gpu, &st, err, n_err);
         int sink, recent, shift, heavy, interval;
         int native = !p || eng_policy_sink_recent(p, &sink, &recent, &shift) ||
-                     eng_policy_h2o_rule(p, &sink, &heavy, &recent, &interval, &shift);
+                     eng_policy_h2o_rule(p, &sink, &heavy, &recent, &interval, &shift) ||
+                     eng_policy_tova_rule(p, &heavy, &shift);
         if (!api) {
             /* st and err set by the probe */
         } else if (native) {

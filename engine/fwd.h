@@ -4,12 +4,13 @@
  *
  * Three modes, chosen by eng_fwd_init:
  *   cpu      gpu < 0: an eng_state (forward.h), KV policy attached to it.
- *   device   gpu >= 0 with no policy, full, window, streaming, h2o, lazy_h2o:
- *            eng_gpu_state runs the whole pass with its KV cache on the
- *            device (the fast path; window/streaming by a moving window of
- *            the cache, h2o with its scores on the device, forward_gpu.h). The policy object gets its statistics from
- *            the device cache (eng_policy_account_uniform), so results carry
- *            the same fields.
+ *   device   gpu >= 0 with no policy, full, window, streaming, h2o, lazy_h2o
+ *            or tova: eng_gpu_state runs the whole pass with its KV cache on
+ *            the device (the fast path; window/streaming by a moving window
+ *            of the cache, the attention-score policies with their scores on
+ *            the device, forward_gpu.h). The policy object gets its
+ *            statistics from the device cache (eng_policy_account_uniform),
+ *            so results carry the same fields.
  *   offload  gpu >= 0 with any other policy: an eng_state holds the cache and
  *            runs the attention block with the policy's hooks on the host, a
  *            cache-less eng_gpu_state runs the dense math (forward_gpu.h

@@ -103,6 +103,12 @@ int eng_policy_sink_recent(const eng_policy *p, int *sink, int *recent, int *pos
  * returned; scratch: (n) ints. */
 int eng_policy_h2o_rule(const eng_policy *p, int *sink, int *heavy, int *recent, int *interval, int *pos_shift);
 int eng_policy_h2o_select(const eng_policy *p, const float *acc, int n, int32_t *keep, int32_t *scratch);
+/* And for tova: 1 and its budget for a "tova" policy, 0 otherwise; its
+ * selection for a layer holding n > budget slots with score(n) (the head
+ * mean of the last query's attention): the top budget - 1 of [0, n - 1) and
+ * slot n - 1, ascending into keep (the same set for every head). */
+int eng_policy_tova_rule(const eng_policy *p, int *budget, int *pos_shift);
+int eng_policy_tova_select(const eng_policy *p, const float *score, int n, int32_t *keep, int32_t *scratch);
 /* Account one step of an unattached policy as step_end would: every head of
  * every layer holds n_held slots after `evicted` were dropped from each at
  * the step's start; kv_alloc bytes of cache allocated. A no-op for a policy

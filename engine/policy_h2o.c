@@ -152,5 +152,20 @@ static void tova_observe(eng_policy *p, int l, int T) {
     for (int h = 1; h < NH; h++) memcpy(slot_score(p, l, h), m, (size_t)nv * sizeof(float));
 }
 
+int eng_policy_tova_rule(const eng_policy *p, int *budget, int *pos_shift) {
+    if (p->ops != &pol_ops_tova) return 0;
+    *budget = p->budget;
+    *pos_shift = p->pos_shift;
+    return 1;
+}
+
+int eng_policy_tova_select(const eng_policy *p, const float *score, int n, int32_t *keep, int32_t *scratch) {
+    int k = n > p->budget ? p->budget : n;
+    for (int j = 0; j < n - 1; j++) keep[j] = j;
+    int got = pol_topk(score, keep, n - 1, k - 1, keep, scratch);
+    keep[got] = n - 1;
+    return got + 1;
+}
+
 const pol_ops pol_ops_tova = {"tova", POL_BOUNDED | POL_NEEDS_PROBS | POL_SLOT_SCORES, tova_parse, tova_capacity,
                               tova_target, tova_select, tova_observe, NULL};

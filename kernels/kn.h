@@ -133,6 +133,10 @@ void kn_key_norms_ref(float *norms, const float *k, const int32_t *n_held, int N
  * or onto 0 (accumulate = 0). Keys no query sees are untouched. */
 void kn_attn_accum_ref(float *acc, const float *probs, const int32_t *n_vis, int T, int NH, int cap,
                        int accumulate);
+/* TOVA's score: out(cap)[j] = (sum over heads h, in order, of
+ * probs(NH, T, cap)[h][T-1][j]) / NH for j < n_vis[T - 1] (head 0's last
+ * query); other entries untouched. */
+void kn_attn_head_mean_ref(float *out, const float *probs, const int32_t *n_vis, int T, int NH, int cap);
 /* 1-D pooling along each of `rows` rows (stride floats apart), odd kernel,
  * stride 1, padding kernel/2: avg divides by kernel (zero padding counts,
  * PyTorch's count_include_pad), max ignores the padding. Row r has len[r]

@@ -44,7 +44,7 @@ extern "C" {
 
 /* Bumped whenever kn_cuda_api changes; the loader refuses any other.
  * 2: graph_begin/end/launch/free and copy_d2h_async. */
-#define KN_CUDA_ABI 4
+#define KN_CUDA_ABI 5
 
 typedef struct kn_cuda_ctx kn_cuda_ctx;     /* device, stream, cuBLAS handle, arena, last error */
 typedef struct kn_cuda_graph kn_cuda_graph; /* an instantiated capture (cudaGraphExec_t), replayable */
@@ -158,6 +158,9 @@ typedef struct kn_cuda_api {
                            int cap);
     kn_status (*attn_accum)(kn_cuda_ctx *c, float *acc, const float *probs, const int32_t *n_vis, int T, int NH,
                             int cap, int accumulate);
+    /* kn_attn_head_mean_ref (TOVA's score); probs, n_vis on the device. */
+    kn_status (*attn_head_mean)(kn_cuda_ctx *c, float *out, const float *probs, const int32_t *n_vis, int T, int NH,
+                                int cap);
     kn_status (*pool1d)(kn_cuda_ctx *c, float *out, const float *in, int rows, int m, size_t stride,
                         const int32_t *len, int kernel, int use_max);
     kn_status (*kivi_quant)(kn_cuda_ctx *c, uint8_t *codes, float *mn, float *scale, const float *x, int rows,

@@ -54,6 +54,7 @@ typedef struct {
 } a_kv_compact;
 typedef struct { float *k_cache, *v_cache; int NH, D, cap, src, dst, rows; } a_kv_move;
 typedef struct { float *x; int rows; size_t stride; int from, to; float v; } a_fill_rows;
+typedef struct { float *out; const float *probs; const int32_t *n_vis; int T, NH, cap; } a_head_mean;
 typedef struct { float *norms; const float *k; const int32_t *n_held; int NH, D, cap; } a_key_norms;
 typedef struct { float *acc; const float *probs; const int32_t *n_vis; int T, NH, cap, accumulate; } a_attn_accum;
 typedef struct {
@@ -84,6 +85,7 @@ typedef union mock_args {
     a_kv_compact kv_compact;
     a_kv_move kv_move;
     a_fill_rows fill_rows;
+    a_head_mean head_mean;
     a_key_norms key_norms;
     a_attn_accum attn_accum;
     a_pool1d pool1d;
@@ -95,7 +97,7 @@ typedef union mock_args {
 
 typedef enum mock_op {
     OP_COPY_H2D, OP_COPY_D2H_ASYNC, OP_COPY_D2D, OP_MEM_SET, OP_MATMUL, OP_EMBED, OP_LAYERNORM, OP_GELU, OP_ADD2,
-    OP_ROPE_TABLE, OP_ROPE, OP_ATTENTION, OP_KV_APPEND, OP_KV_COMPACT, OP_KV_MOVE, OP_FILL_ROWS, OP_KEY_NORMS, OP_ATTN_ACCUM, OP_POOL1D,
+    OP_ROPE_TABLE, OP_ROPE, OP_ATTENTION, OP_KV_APPEND, OP_KV_COMPACT, OP_KV_MOVE, OP_FILL_ROWS, OP_HEAD_MEAN, OP_KEY_NORMS, OP_ATTN_ACCUM, OP_POOL1D,
     OP_KIVI_QUANT, OP_KIVI_DEQUANT, OP_ARGMAX, OP_SOFTMAX, OP_N
 } mock_op;
 
@@ -260,6 +262,13 @@ static kn_status run_fill_rows(kn_cuda_ctx *c, const mock_args *u) {
     return KN_OK;
 }
 
+static kn_status run_head_mean(kn_cuda_ctx *c, const mock_args *u) {
+    const a_head_mean *a = &u->head_mean;
+    (void)c;
+    kn_attn_head_mean_ref(a->out, a->probs, a->n_vis, a->T, a->NH, a->cap);
+    return KN_OK;
+}
+
 static kn_status run_kv_compact(kn_cuda_ctx *c, const mock_args *u) {
     const a_kv_compact *a = &u->kv_compact;
     (void)c;
@@ -335,6 +344,7 @@ static const struct {
     [OP_KV_COMPACT] = {"kv_compact", run_kv_compact},
     [OP_KV_MOVE] = {"kv_move", run_kv_move},
     [OP_FILL_ROWS] = {"fill_rows", run_fill_rows},
+    [OP_HEAD_MEAN] = {"attn_head_mean", run_head_mean},
     [OP_KEY_NORMS] = {"key_norms", run_key_norms},
     [OP_ATTN_ACCUM] = {"attn_accum", run_attn_accum},
     [OP_POOL1D] = {"pool1d", run_pool1d},
@@ -665,6 +675,15 @@ static kn_status mock_fill_rows(kn_cuda_ctx *c, float *x, int rows, size_t strid
     return submit(c, OP_FILL_ROWS, &(mock_args){.fill_rows = {x, rows, stride, from, to, v}});
 }
 
+static kn_status mock_head_mean(kn_cuda_ctx *c, float *out, const float *probs, const int32_t *n_vis, int T, int NH,
+                                int cap) {
+    if (T <= 0 || NH <= 0 || cap <= 0) {
+        snprintf(c->err, sizeof c->err, "attn_head_mean: bad shape (mock) T=%d NH=%d cap=%d", T, NH, cap);
+        return KN_ERR_INVAL;
+    }
+    return submit(c, OP_HEAD_MEAN, &(mock_args){.head_mean = {out, probs, n_vis, T, NH, cap}});
+}
+
 static kn_status mock_kv_compact(kn_cuda_ctx *c, float *k_cache, float *v_cache, float *score, int32_t *pos,
                                  const int32_t *keep, const int32_t *n_keep, int NH, int D, int cap) {
     return submit(c, OP_KV_COMPACT,
@@ -745,6 +764,7 @@ const kn_cuda_api *cuda_mock_api(void) {
         .kv_append = mock_kv_append,
         .kv_move = mock_kv_move,
         .fill_rows = mock_fill_rows,
+        .attn_head_mean = mock_head_mean,
         .kv_compact = mock_kv_compact,
         .key_norms = mock_key_norms,
         .attn_accum = mock_attn_accum,

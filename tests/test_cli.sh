@@ -159,8 +159,8 @@ if [ -f "$mock" ] && ! grep -q "built without CUDA" "$tmp/gpu0"; then
         [ -s "$tmp/pc" ] && cmp -s "$tmp/pc" "$tmp/pg" && ok "ppl ${mode:-streaming} --gpu 0 (mock) == CPU" ||
             bad "ppl ${mode:-streaming} --gpu 0 (mock) == CPU ($(cat "$tmp/pc") vs $(cat "$tmp/pg"))"
     done
-    mk "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 60 --policy tova:budget=16 --gpu 0 \
-        2>&1 >/dev/null | grep -q "offload mode" && ok "ppl --policy tova --gpu 0 says offload mode" || bad "ppl --policy tova --gpu 0: no offload mode line"
+    mk "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 60 --policy knorm:keep_ratio=0.5,prune_after=16 --gpu 0 \
+        2>&1 >/dev/null | grep -q "offload mode" && ok "ppl --policy knorm --gpu 0 says offload mode" || bad "ppl --policy knorm --gpu 0: no offload mode line"
     mk "$kv" ppl --model "$tm" --data "$data/datasets/kjv-nt-head.txt" --tokens 60 --policy streaming:sink=4,recent=16 --gpu 0 \
         2>&1 >/dev/null | grep -q "(device mode)" && ok "ppl --policy streaming --gpu 0 runs on the device cache" ||
         bad "ppl --policy streaming --gpu 0: no device mode line"

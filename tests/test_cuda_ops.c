@@ -510,6 +510,27 @@ static void test_key_norms(void) {
     }
 }
 
+/* TOVA's head-mean of the last query: same order of adds as the CPU, so exact. */
+static void test_attn_head_mean(void) {
+    int Ts[] = {1, 5};
+    for (size_t s = 0; s < sizeof Ts / sizeof Ts[0]; s++) {
+        int NH = 7, T = Ts[s], cap = 700;
+        size_t np = (size_t)NH * T * cap;
+        float *probs = rnd(np, 0.5f, 0.5f), *out = rnd((size_t)cap, 1, 0), *got = hbuf((size_t)cap * 4);
+        int32_t n_vis[35];
+        for (int i = 0; i < NH * T; i++) n_vis[i] = 1 + irand(cap);
+        n_vis[T - 1] = cap - 13;   /* head 0's last query: the slots scored */
+        float *dp = dev_put(probs, np * 4), *dout = dev_guarded((size_t)cap * 4, out);
+        int32_t *dvis = dev_put(n_vis, (size_t)NH * T * 4);
+        MARK_ALLOCS();
+        OK(A->attn_head_mean(C, dout, dp, dvis, T, NH, cap));
+        kn_attn_head_mean_ref(out, probs, n_vis, T, NH, cap);
+        CU_ASSERT(dev_get(got, dout, (size_t)cap * 4, "attn_head_mean") && memcmp(got, out, (size_t)cap * 4) == 0);
+        NO_OP_ALLOCS();
+        reset();
+    }
+}
+
 static void test_attn_accum(void) {
     int Ts[] = {1, 8};
     for (size_t s = 0; s < sizeof Ts / sizeof Ts[0]; s++)
@@ -839,6 +860,7 @@ int main(void) {
     CU_add_test(s, "kv compaction in place vs ref", test_kv_compact);
     CU_add_test(s, "kv row moves (overlapping, both ways) vs ref", test_kv_move);
     CU_add_test(s, "fill_rows (score tails) vs ref", test_fill_rows);
+    CU_add_test(s, "attention head mean of the last query (tova) vs ref", test_attn_head_mean);
     CU_add_test(s, "key L2 norms vs ref", test_key_norms);
     CU_add_test(s, "accumulated attention vs ref", test_attn_accum);
     CU_add_test(s, "pool1d avg/max vs ref", test_pool1d);

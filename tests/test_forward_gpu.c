@@ -274,12 +274,12 @@ static void test_errors(void) {
     CU_ASSERT_EQUAL(gs->n_past, 8);
     CU_ASSERT_EQUAL(eng_gpu_state_set_policy(gs, NULL), ENG_ERR_INVAL);   /* tokens held already */
     eng_gpu_state_reset(gs);
-    eng_policy *tova = tu_policy(f.m, "tova:budget=4");   /* offload mode's, not the device cache's */
-    CU_ASSERT_FATAL(tova != NULL);
-    CU_ASSERT_EQUAL(eng_gpu_state_set_policy(gs, tova), ENG_ERR_UNSUPPORTED);
+    eng_policy *knorm = tu_policy(f.m, "knorm:keep_ratio=0.5,prune_after=4");   /* offload mode's, not the device cache's */
+    CU_ASSERT_FATAL(knorm != NULL);
+    CU_ASSERT_EQUAL(eng_gpu_state_set_policy(gs, knorm), ENG_ERR_UNSUPPORTED);
     CU_ASSERT(strstr(eng_gpu_state_errmsg(gs), "offload mode") != NULL);
     CU_ASSERT_EQUAL(eng_gpu_state_set_policy(gs, NULL), ENG_OK);
-    eng_policy_free(tova);
+    eng_policy_free(knorm);
     eng_gpu_state_free(gs);
     char err[512];
     eng_gpu_state *none = NULL;

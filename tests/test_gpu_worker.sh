@@ -3,7 +3,7 @@
 # redis-server, with the CUDA backend played by the mock library
 # (build/tests/libkvcuda_mock.so: the CPU ops behind the CUDA table, loaded
 # by the real loader through KV_CUDA_LIB). The same grid — ppl, speed and
-# spec tasks under the full cache, streaming and h2o (device mode), tova
+# spec tasks under the full cache, streaming and h2o (device mode), knorm
 # and every spec job (offload mode) — runs once on a `--cpu` worker and once on a `--gpu 0` worker, as
 # two sweeps; every metric that does not measure time must be equal
 # (ppl, nll, tokens, evictions, cache sizes, spec acceptance), the GPU rows
@@ -46,7 +46,7 @@ sweep() {   # sweep NAME -> $T/NAME.json
  "tasks": [{"task": "ppl"}, {"task": "ppl", "prefill": 20}, {"task": "speed", "prefill": 24, "decode": 12},
            {"task": "spec", "prefill": 24, "max_new": 24}],
  "policies": [{"policy": "full"}, {"policy": "streaming", "sink": 2, "recent": 12},
-              {"policy": "h2o", "sink": 2, "heavy": 6, "recent": 10}, {"policy": "tova", "budget": 16}],
+              {"policy": "h2o", "sink": 2, "heavy": 6, "recent": 10}, {"policy": "knorm", "keep_ratio": 0.5, "prune_after": 16}],
  "spec": {"draft": ["tgt"], "gamma": [3], "draft_policy": ["window:recent=10"]},
  "seeds": [0], "repeats": 1}
 JSON
@@ -78,8 +78,8 @@ check "no failures" "$(q "SELECT count(*) FROM v_failures")" 0
 check "gpu worker named <host>:gpu0" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu' AND worker LIKE '%:gpu0'")" 16
 check "device mode for full, streaming, h2o" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu' AND task IN ('ppl','speed')
     AND json_extract(extras,'$.backend')='device'")" 9
-check "offload mode for tova and spec" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu'
-    AND (policy='tova' OR task='spec') AND json_extract(extras,'$.backend')='offload'")" 7
+check "offload mode for knorm and spec" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwgpu'
+    AND (policy='knorm' OR task='spec') AND json_extract(extras,'$.backend')='offload'")" 7
 check "cpu rows say cpu" "$(q "SELECT count(*) FROM v_results WHERE sweep='gwcpu' AND json_extract(extras,'$.backend')='cpu'")" 16
 # every metric that is not a time: equal between the CPU and the GPU run
 # (streaming's default pos=shift rotates keys another way on the device

@@ -77,6 +77,15 @@ void kn_attn_accum_ref(float *acc, const float *probs, const int32_t *n_vis, int
         }
 }
 
+void kn_attn_head_mean_ref(float *out, const float *probs, const int32_t *n_vis, int T, int NH, int cap) {
+    int nv = n_vis[T - 1];
+    for (int j = 0; j < nv && j < cap; j++) {
+        float sum = 0.0f;
+        for (int h = 0; h < NH; h++) sum += probs[((size_t)h * T + T - 1) * cap + j];
+        out[j] = sum / (float)NH;
+    }
+}
+
 void kn_pool1d_ref(float *out, const float *in, int rows, int m, size_t stride, const int32_t *len, int kernel,
                    int use_max) {
     int pad = kernel / 2;

@@ -337,6 +337,7 @@ static kn_cuda_api make_api(void) {
     a.gelu = kn_cuda_gelu;
     a.add2 = kn_cuda_add2;
     a.fill_rows = kn_cuda_fill_rows;
+    a.attn_head_mean = kn_cuda_attn_head_mean;
     a.rope_table = kn_cuda_rope_table;
     a.rope = kn_cuda_rope;
     a.attention = kn_cuda_attention;

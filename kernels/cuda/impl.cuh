@@ -73,6 +73,8 @@ kn_status kn_cuda_kv_compact(kn_cuda_ctx *c, float *k_cache, float *v_cache, flo
                              const int32_t *keep, const int32_t *n_keep, int NH, int D, int cap);
 kn_status kn_cuda_key_norms(kn_cuda_ctx *c, float *norms, const float *k, const int32_t *n_held, int NH, int D,
                             int cap);
+kn_status kn_cuda_attn_head_mean(kn_cuda_ctx *c, float *out, const float *probs, const int32_t *n_vis, int T,
+                                 int NH, int cap);
 kn_status kn_cuda_attn_accum(kn_cuda_ctx *c, float *acc, const float *probs, const int32_t *n_vis, int T,
                              int NH, int cap, int accumulate);
 kn_status kn_cuda_pool1d(kn_cuda_ctx *c, float *out, const float *in, int rows, int m, size_t stride,

@@ -43,6 +43,25 @@ static __global__ void attn_accum_kernel(float *acc, const float *probs, const i
     if (any) *a = s;
 }
 
+/* grid (ceil(cap / 256)): thread per slot, heads in order (the CPU's sum). */
+static __global__ void attn_head_mean_kernel(float *out, const float *probs, const int32_t *n_vis, int T, int NH,
+                                             int cap) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    const int nv = n_vis[T - 1];
+    if (j >= nv || j >= cap) return;
+    float sum = 0.0f;
+    for (int h = 0; h < NH; h++) sum += probs[((size_t)h * T + T - 1) * cap + j];
+    out[j] = sum / (float)NH;
+}
+
+extern "C" kn_status kn_cuda_attn_head_mean(kn_cuda_ctx *c, float *out, const float *probs, const int32_t *n_vis,
+                                            int T, int NH, int cap) {
+    KN_ARG(c, T > 0 && NH > 0 && cap > 0, "attn_head_mean: bad shape T=%d NH=%d cap=%d", T, NH, cap);
+    attn_head_mean_kernel<<<(unsigned)((cap + 255) / 256), 256, 0, c->stream>>>(out, probs, n_vis, T, NH, cap);
+    KN_LAUNCHED(c, "attn_head_mean_kernel");
+    return KN_OK;
+}
+
 /* grid (ceil(m / 256), rows) */
 static __global__ void pool1d_kernel(float *out, const float *in, int m, size_t stride, const int32_t *len,
                                      int kernel, int use_max) {
