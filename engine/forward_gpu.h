@@ -167,6 +167,9 @@ eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n);
  * before it). Any other policy:
  * ENG_ERR_UNSUPPORTED — it runs in offload mode (below). NULL detaches. */
 eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p);
+/* 1 when set_policy accepts p (NULL, full, window, streaming, h2o,
+ * lazy_h2o, tova): the device cache runs it; 0: offload mode's. */
+int eng_gpu_policy_supported(const struct eng_policy *p);
 
 /* eng_forward on the device: tokens[0..n) at positions n_past.., appended
  * to the cache. logits (host memory): NULL for none; else (n, V) when

@@ -13,6 +13,12 @@
 
 #define GPU_MAX_GRAPHS 256   /* graphs one moving window may keep (one per base; a policy's capacity gives 64) */
 
+int eng_gpu_policy_supported(const struct eng_policy *p) {
+    int a, b, c, d, e;
+    return !p || eng_policy_sink_recent(p, &a, &b, &c) || eng_policy_h2o_rule(p, &a, &b, &c, &d, &e) ||
+           eng_policy_tova_rule(p, &a, &b);
+}
+
 eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
     const eng_config *c = &gs->model->cfg;
     int sink = 0, recent = -1, shift = 0, heavy = 0, h2o = 0, interval = 0, tova = 0;

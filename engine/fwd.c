@@ -44,10 +44,7 @@ eng_status eng_fwd_init(eng_fwd *f, const eng_model *m, int gpu, int n_ctx, int 
         st = cpu_state(f, m, n_ctx, n_batch, err, n_err);
     } else {
         const kn_cuda_api *api = eng_fwd_open_device(gpu, &st, err, n_err);
-        int sink, recent, shift, heavy, interval;
-        int native = !p || eng_policy_sink_recent(p, &sink, &recent, &shift) ||
-                     eng_policy_h2o_rule(p, &sink, &heavy, &recent, &interval, &shift) ||
-                     eng_policy_tova_rule(p, &heavy, &shift);
+        int native = eng_gpu_policy_supported(p);
         if (!api) {
             /* st and err set by the probe */
         } else if (native) {
