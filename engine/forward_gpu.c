@@ -158,7 +158,7 @@ static void graph_setup(eng_gpu_state *gs) {
     memset(gs->h_pinned, 0, lbytes + ibytes);   /* the graph uploads all of g_ints: no unset bytes */
     gs->g_logits = gs->h_pinned;
     gs->g_ints = (int32_t *)((char *)gs->h_pinned + lbytes);
-    gs->graph_on = 1;
+    gs->graph_on = gs->graph_capable = 1;
     eng_errf(gs->graph_status, sizeof gs->graph_status, "on");
 }
 
@@ -256,6 +256,7 @@ void eng_gpu_state_reset(eng_gpu_state *gs) {
     gs->base = 0;
     gs->scores_stale = gs->h2o;
     gs->pol_steps = 0;
+    gs->needs_reset = 0;
 }
 
 eng_status eng_gpu_state_rollback(eng_gpu_state *gs, int n) {
@@ -378,7 +379,8 @@ static void stage_ints(const eng_gpu_state *gs, int32_t *ints, const int32_t *to
     size_t B = (size_t)gs->n_batch;
     for (int t = 0; t < T; t++) {
         ints[t] = tok[t];
-        ints[B + (size_t)t] = (gs->pos_shift ? gs->n_held : gs->n_past) + t;   /* pos=shift: the cache index */
+        /* pos=shift: the query sits at its row (base + cache index), keys at theirs (the CPU's rule) */
+        ints[B + (size_t)t] = (gs->pos_shift ? gs->base + gs->n_held : gs->n_past) + t;
     }
     for (int h = 0; h < gs->model->cfg.n_head; h++) ints[2 * B + (size_t)h] = gs->n_held;
 }
@@ -440,7 +442,7 @@ static void graph_capture(eng_gpu_state *gs, kn_cuda_graph **slot) {
         if (est == ENG_OK) eng_errf(why, sizeof why, "graph_end: %s", A->errmsg(X));
         A->graph_free(X, g);
     }
-    gs->graph_on = 0;
+    gs->graph_on = gs->graph_capable = 0;   /* for good: a later set_policy does not retry */
     eng_errf(gs->graph_status, sizeof gs->graph_status, "off (%s)", why);
 }
 
@@ -460,9 +462,10 @@ static eng_status graph_step(eng_gpu_state *gs, kn_cuda_graph *g, const int32_t 
     return ENG_OK;
 }
 
-/* One chunk of T <= n_batch tokens. T == 1 (a decode step; the device
- * state has no KV policy, so every step is the same sequence of ops) goes
- * through the graph once one is captured: the first such chunk with
+/* One chunk of T <= n_batch tokens. T == 1 (a decode step: the same
+ * sequence of ops every step, the policy's eviction having run eagerly
+ * before it; a moving window picks the graph of its base) goes through the
+ * graph once one is captured: the first such chunk with
  * logits runs eagerly (cuBLAS picks its kernels for these shapes, every
  * lazily loaded module of the step is loaded), the next one captures.
  * Logits: the last row, or all T rows when all_logits. */
@@ -506,6 +509,12 @@ eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, floa
                                           "through eng_state_set_device)");
         return ENG_ERR_INVAL;
     }
+    if (gs->needs_reset) {
+        eng_errf(gs->err, sizeof gs->err, "forward: a failed call left the scores of policy '%s' inexact; reset the state",
+                 gs->policy ? eng_policy_name(gs->policy) : "?");
+        return ENG_ERR_INVAL;
+    }
+    if (gs->n_past == 0) gs->pol_steps = 0;   /* a new sequence, as the CPU's call_begin (also after a full rollback) */
     int moving = gs->recent >= 0 || gs->pos_shift || gs->h2o;   /* a policy step before each chunk */
     if (gs->recent < 0 && (int64_t)gs->n_held + n > gs->cap) {
         eng_errf(gs->err, sizeof gs->err, "forward: KV cache holds %d of %d tokens; %d more do not fit", gs->n_held,
@@ -529,7 +538,11 @@ eng_status eng_gpu_forward(eng_gpu_state *gs, const int32_t *tokens, int n, floa
         if (logits && all_logits) lg = logits + (size_t)i * c->n_vocab;
         else if (logits && last) lg = logits;
         eng_status st = forward_chunk(gs, tokens + i, T, lg, all_logits);
-        if (st != ENG_OK) return st;
+        if (st != ENG_OK) {
+            /* the layers that ran added this chunk's attention to the scores: only a reset makes them exact */
+            if (gs->h2o) gs->needs_reset = 1;
+            return st;
+        }
         if (gs->policy) eng_policy_account_uniform(gs->policy, gs->n_held, evicted, (int64_t)gs->kv_bytes);
         gs->pol_steps++;
         i += T;

@@ -20,9 +20,13 @@
  * in tests, from a host-memory mock built on the CPU ops (tests/cuda_mock.c),
  * which is how the orchestration is proven on machines without a GPU.
  *
- * The device cache is the full cache: attaching a KV policy is refused
- * (ENG_ERR_UNSUPPORTED); policies run in offload mode (at the end of this
- * header), where the host keeps the cache and the policy's code. Errors:
+ * The device cache runs full, window, streaming, h2o, lazy_h2o and tova
+ * itself (eng_gpu_state_set_policy, forward_gpu_policy.c); any other policy
+ * is refused (ENG_ERR_UNSUPPORTED) and runs in offload mode (at the end of
+ * this header), where the host keeps the cache and the policy's code. Under
+ * h2o/lazy_h2o/tova a call that fails mid-chunk leaves the state refusing
+ * forwards until eng_gpu_state_reset (its scores took part of the chunk's
+ * attention). Errors:
  * a failing op returns ENG_ERR_CUDA (ENG_ERR_INVAL / ENG_ERR_UNSUPPORTED for
  * an argument or shape the backend rejects) and eng_gpu_state_errmsg names
  * the op, the layer and the backend's own message. After such a failure
@@ -92,7 +96,8 @@ typedef struct eng_gpu_state {
     float *logits;     /* (B, V) a host buffer callers may pass to eng_gpu_forward */
     size_t weight_bytes, kv_bytes, act_bytes;
     /* the single-token step as a CUDA graph (eng_gpu_forward) */
-    int graph_on;            /* 1: T == 1 chunks use the graph; 0: eager for good (graph_status says why) */
+    int graph_on;            /* 1: T == 1 chunks use the graph; 0: eager (graph_status says why) */
+    int graph_capable;       /* graphs are possible at all (env, pinned staging, no failed capture) */
     int graph_warm;          /* 1 once an eager T == 1 chunk with logits ran: the capture waits for it */
     kn_cuda_graph *graph;    /* captured on the T == 1 chunk after the warm-up, replayed after; NULL before */
     kn_cuda_graph **graphs;  /* moving window: one graph per window base (cap entries, captured on first use),
@@ -111,11 +116,11 @@ typedef struct eng_gpu_state {
     int sink, recent;  /* recent -1: keep everything (full) */
     int pos_shift;     /* 1: keys cached before RoPE, rotated by cache index at attention */
     int32_t base;      /* the window's first row */
-    int32_t shift_base;/* base the shift tables hold (-1: stale) */
+    int32_t shift_base;/* 0: the shift tables are built (they depend on nothing that changes), -1: not yet */
     void *d_pol;       /* pos=shift: the policy's one device allocation, else NULL */
     float *ks;         /* (NH, cap, D) one layer's keys rotated by cache index */
-    float *shift_cos, *shift_sin; /* (NH·cap, R/2) the rotation of every row for the current base */
-    int32_t *shift_pos;/* (NH·cap) device: row j of every head -> cache index j - base */
+    float *shift_cos, *shift_sin; /* (NH·cap, R/2) the rotation of every row: row j by angle j */
+    int32_t *shift_pos;/* (NH·cap) device: row j of every head -> j */
     int32_t *h_shift_pos; /* host staging of shift_pos (one host allocation) */
     /* h2o on the device cache: scores accumulated by attn_accum after every
      * layer's attention (probs from the attention op); at a step's start the
@@ -128,8 +133,9 @@ typedef struct eng_gpu_state {
     int interval;      /* lazy_h2o: evict only at steps that are multiples of this (0: h2o, every step) */
     int64_t pol_steps; /* policy steps (chunks) of the sequence so far, for lazy_h2o */
     int scores_stale;  /* 1: zero every score before the next chunk (a new sequence) */
+    int needs_reset;   /* 1: a call failed mid-chunk under a score policy; forwards refused until a reset */
     void *d_h2o;       /* the h2o device allocation: */
-    float *d_score;    /* (L, NH, cap) accumulated attention; 0 past n_held */
+    float *d_score;    /* (L, NH, cap) accumulated attention, 0 past n_held; tova: rows (L, cap) */
     float *d_probs;    /* (NH, B, cap) one layer's attention probabilities */
     int32_t *d_keep;   /* (L·NH, cap) kept rows of an eviction, ascending */
     int32_t *d_nkeep;  /* (L·NH) */

@@ -19,48 +19,41 @@ int eng_gpu_policy_supported(const struct eng_policy *p) {
            eng_policy_tova_rule(p, &a, &b);
 }
 
-eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
+/* No policy on the device cache: what eng_gpu_state_init leaves, and what a
+ * failed set_policy goes back to. */
+static void policy_clear(eng_gpu_state *gs) {
+    gs->policy = NULL;
+    gs->sink = gs->heavy = gs->interval = 0;
+    gs->recent = -1;
+    gs->h2o = gs->tova = gs->pos_shift = 0;
+    gs->base = 0;
+    gs->shift_base = -1;
+    gs->pol_steps = 0;
+    gs->scores_stale = 0;
+    gs->needs_reset = 0;
+}
+
+/* The policy's buffers (one device and one host allocation each, kept for
+ * the state's lifetime once made): pos=shift's rotated keys and tables,
+ * the attention-score policies' scores, probs and keep lists. */
+static eng_status policy_buffers(eng_gpu_state *gs, int shift_on, int h2o) {
     const eng_config *c = &gs->model->cfg;
-    int sink = 0, recent = -1, shift = 0, heavy = 0, h2o = 0, interval = 0, tova = 0;
-    if (gs->n_past != 0 || gs->cap == 0) {
-        eng_errf(gs->err, sizeof gs->err, "set_policy: %s", gs->cap ? "the state already holds tokens"
-                                                                     : "offload mode: the host state runs the policy");
-        return ENG_ERR_INVAL;
-    }
-    if (p && (tova = eng_policy_tova_rule(p, &heavy, &shift)))   /* as h2o with budget = heavy: sink 0, recent 0 */
-        h2o = 1, sink = 0, recent = 0;
-    else if (p && !eng_policy_sink_recent(p, &sink, &recent, &shift) &&
-             !(h2o = eng_policy_h2o_rule(p, &sink, &heavy, &recent, &interval, &shift))) {
-        eng_errf(gs->err, sizeof gs->err, "set_policy: '%s' does not run on the device cache (offload mode does it, "
-                 "engine/fwd.h)", eng_policy_name(p));
-        return ENG_ERR_UNSUPPORTED;
-    }
-    if (h2o && (int64_t)sink + heavy + recent >= gs->cap) h2o = tova = 0, recent = -1;   /* never evicts: as full */
-    if (!h2o && recent >= 0 && (int64_t)sink + recent >= gs->cap) recent = -1;   /* never evicts in this capacity */
-    int shift_on = shift && c->n_rot > 0, moving = (!h2o && recent >= 0) || shift_on;
-    /* graphs captured so far bake the previous policy's offsets and rotation: drop them */
-    gs->api->graph_free(gs->ctx, gs->graph);
-    gs->graph = NULL;
-    for (int i = 0; gs->graphs && i < gs->cap; i++) gs->api->graph_free(gs->ctx, gs->graphs[i]);
-    eng_free(gs->graphs);
-    gs->graphs = NULL;
-    gs->n_graphs = 0;
-    /* the pos=shift buffers first, so a failure leaves the state as it was made (no policy) */
     size_t rows = (size_t)c->n_head * gs->cap, R2 = (size_t)c->n_rot / 2;
     if (shift_on && !gs->d_pol) {
         size_t bytes = align_up(rows * c->head_dim * sizeof(float)) + 2 * align_up(rows * R2 * sizeof(float)) +
                        align_up(rows * sizeof(int32_t));
         kn_status st = gs->api->mem_alloc(gs->ctx, &gs->d_pol, bytes);
-        int host_ok = st == KN_OK && (gs->h_shift_pos = eng_alloc(rows * sizeof(int32_t))) != NULL;
-        if (!host_ok) {
-            eng_errf(gs->err, sizeof gs->err, "set_policy: %.1f MiB of pos=shift buffers: %s",
-                     (double)bytes / (1 << 20), st == KN_OK ? "out of host memory" : gs->api->errmsg(gs->ctx));
+        if (st == KN_OK && !(gs->h_shift_pos = eng_alloc(rows * sizeof(int32_t)))) {
             gs->api->mem_free(gs->ctx, gs->d_pol);
             gs->d_pol = NULL;
-            gs->policy = NULL;
-            gs->sink = gs->pos_shift = 0;
-            gs->recent = -1;
-            return st == KN_OK ? ENG_ERR_NOMEM : status_of(st);
+            eng_errf(gs->err, sizeof gs->err, "set_policy: out of host memory for pos=shift rows");
+            return ENG_ERR_NOMEM;
+        }
+        if (st != KN_OK) {
+            gs->d_pol = NULL;
+            eng_errf(gs->err, sizeof gs->err, "set_policy: %.1f MiB of pos=shift buffers: %s",
+                     (double)bytes / (1 << 20), gs->api->errmsg(gs->ctx));
+            return status_of(st);
         }
         char *q = gs->d_pol;
         gs->ks = (float *)q;
@@ -75,17 +68,20 @@ eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
         size_t LH = (size_t)c->n_layer * c->n_head, cap = (size_t)gs->cap;
         size_t bytes = align_up(LH * cap * sizeof(float)) + align_up((size_t)c->n_head * gs->n_batch * cap * sizeof(float)) +
                        align_up(LH * cap * sizeof(int32_t)) + align_up(LH * sizeof(int32_t));
-        kn_status st = gs->api->mem_alloc(gs->ctx, &gs->d_h2o, bytes);
         size_t hbytes = LH * cap * sizeof(float) + LH * cap * sizeof(int32_t) + LH * sizeof(int32_t) + cap * sizeof(int32_t);
-        if (st != KN_OK || !(gs->h_h2o = eng_alloc(hbytes))) {
-            eng_errf(gs->err, sizeof gs->err, "set_policy: %.1f MiB of h2o buffers: %s", (double)bytes / (1 << 20),
-                     st == KN_OK ? "out of host memory" : gs->api->errmsg(gs->ctx));
+        kn_status st = gs->api->mem_alloc(gs->ctx, &gs->d_h2o, bytes);
+        if (st == KN_OK && !(gs->h_h2o = eng_alloc(hbytes))) {
             gs->api->mem_free(gs->ctx, gs->d_h2o);
             gs->d_h2o = NULL;
-            gs->policy = NULL;
-            gs->sink = gs->pos_shift = gs->h2o = gs->tova = 0;
-            gs->recent = -1;
-            return st == KN_OK ? ENG_ERR_NOMEM : status_of(st);
+            eng_errf(gs->err, sizeof gs->err, "set_policy: out of host memory for %.1f MiB of scores",
+                     (double)hbytes / (1 << 20));
+            return ENG_ERR_NOMEM;
+        }
+        if (st != KN_OK) {
+            gs->d_h2o = NULL;
+            eng_errf(gs->err, sizeof gs->err, "set_policy: %.1f MiB of attention-score buffers: %s",
+                     (double)bytes / (1 << 20), gs->api->errmsg(gs->ctx));
+            return status_of(st);
         }
         char *q = gs->d_h2o;
         gs->d_score = (float *)q;
@@ -100,20 +96,57 @@ eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
         gs->h_nkeep = gs->h_keep + LH * cap;
         gs->h_ord = gs->h_nkeep + LH;
     }
+    return ENG_OK;
+}
+
+eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
+    const eng_config *c = &gs->model->cfg;
+    int sink = 0, recent = -1, shift = 0, heavy = 0, h2o = 0, interval = 0, tova = 0;
+    if (gs->n_past != 0 || gs->cap == 0) {
+        eng_errf(gs->err, sizeof gs->err, "set_policy: %s", gs->cap ? "the state already holds tokens"
+                                                                     : "offload mode: the host state runs the policy");
+        return ENG_ERR_INVAL;
+    }
+    if (p && (!eng_policy_fits(p, c) || eng_policy_attached(p))) {
+        eng_errf(gs->err, sizeof gs->err, "set_policy: policy '%s' %s", eng_policy_name(p),
+                 eng_policy_attached(p) ? "is attached to a CPU state" : "was created for another model shape");
+        return ENG_ERR_INVAL;
+    }
+    if (p && (tova = eng_policy_tova_rule(p, &heavy, &shift)))   /* as h2o with budget = heavy: sink 0, recent 0 */
+        h2o = 1, sink = 0, recent = 0;
+    else if (p && !eng_policy_sink_recent(p, &sink, &recent, &shift) &&
+             !(h2o = eng_policy_h2o_rule(p, &sink, &heavy, &recent, &interval, &shift))) {
+        eng_errf(gs->err, sizeof gs->err, "set_policy: '%s' does not run on the device cache (offload mode does it, "
+                 "engine/fwd.h)", eng_policy_name(p));
+        return ENG_ERR_UNSUPPORTED;
+    }
+    if (h2o && (int64_t)sink + heavy + recent >= gs->cap) h2o = tova = 0, recent = -1;   /* never evicts: as full */
+    if (!h2o && recent >= 0 && (int64_t)sink + recent >= gs->cap) recent = -1;   /* never evicts in this capacity */
+    int shift_on = shift && c->n_rot > 0, slides = !h2o && recent >= 0;
+    /* graphs captured so far bake the previous policy's offsets and op mix: drop them */
+    gs->api->graph_free(gs->ctx, gs->graph);
+    gs->graph = NULL;
+    for (int i = 0; gs->graphs && i < gs->cap; i++) gs->api->graph_free(gs->ctx, gs->graphs[i]);
+    eng_free(gs->graphs);
+    gs->graphs = NULL;
+    gs->n_graphs = 0;
+    gs->graph_warm = 0;   /* the new op mix runs eagerly once before a capture */
+    policy_clear(gs);
+    eng_status st = policy_buffers(gs, shift_on, h2o);
+    if (st != ENG_OK) return st;   /* the state is left with no policy */
     gs->policy = p;
     gs->h2o = h2o;
     gs->tova = tova;
     gs->heavy = heavy;
     gs->interval = h2o ? interval : 0;
-    gs->pol_steps = 0;
     gs->scores_stale = h2o;
     gs->sink = sink;
     gs->recent = recent;
     gs->pos_shift = shift_on;
-    gs->base = 0;
-    gs->shift_base = -1;
-    if (moving && gs->graph_on) {   /* the window moves: one graph per base it can take */
-        int bases = recent >= 0 ? gs->cap - (sink + recent) : 1;
+    gs->graph_on = gs->graph_capable;
+    if (!gs->graph_capable) return ENG_OK;   /* graph_status keeps the reason */
+    if (slides) {   /* the window moves: one graph per base it can take (its offsets are baked in) */
+        int bases = gs->cap - (sink + recent);
         if (bases > GPU_MAX_GRAPHS) {
             gs->graph_on = 0;
             eng_errf(gs->graph_status, sizeof gs->graph_status,
@@ -125,7 +158,7 @@ eng_status eng_gpu_state_set_policy(eng_gpu_state *gs, struct eng_policy *p) {
         } else {
             eng_errf(gs->graph_status, sizeof gs->graph_status, "on (one graph per window position)");
         }
-    } else if (gs->graph_on) {
+    } else {
         eng_errf(gs->graph_status, sizeof gs->graph_status, "on");
     }
     return ENG_OK;
@@ -143,12 +176,6 @@ static eng_status move_rows(eng_gpu_state *gs, int src, int dst, int rows) {
     return ENG_OK;
 }
 
-/* The start of a step under a window/streaming policy: the CPU hooks' rule
- * (policy_window.c) — a head holding n > sink + recent keeps [0, sink) and
- * the last `recent` — done by moving the sink rows up over the evicted ones
- * and advancing base; then the chunk is cut to the room left (as
- * eng_policy_room), and the window goes back to row 0 if the chunk would
- * pass the slab's end. *evicted: rows dropped per head. */
 /* h2o's eviction at a step's start: the accumulated scores of every
  * (layer, head) come down, the policy's own selection picks the kept rows
  * (ascending), and one kv_compact over all layers' heads moves K, V and
@@ -198,6 +225,13 @@ static eng_status tova_evict(eng_gpu_state *gs) {
     return ENG_OK;
 }
 
+/* The start of a step (forward_gpu_impl.h): h2o/lazy_h2o/tova evict by
+ * their scores (h2o_evict, tova_evict); window/streaming by the CPU hooks'
+ * rule (policy_window.c) — a head holding n > sink + recent keeps [0, sink)
+ * and the last `recent` — done by moving the sink rows up over the evicted
+ * ones and advancing base; then the chunk is cut to the room left (as
+ * eng_policy_room), and the window goes back to row 0 if the chunk would
+ * pass the slab's end. *evicted: rows dropped per head. */
 eng_status gpu_policy_step(eng_gpu_state *gs, int want, int *T, int32_t *evicted) {
     *evicted = 0;
     int32_t budget = gs->h2o ? gs->sink + gs->heavy + gs->recent : gs->sink + gs->recent;
@@ -238,15 +272,15 @@ eng_status gpu_policy_step(eng_gpu_state *gs, int want, int *T, int32_t *evicted
         if (st != ENG_OK) return st;
         gs->base = 0;
     }
-    if (gs->pos_shift && gs->shift_base != gs->base) {   /* row j of every head sits at cache index j - base */
+    if (gs->pos_shift && gs->shift_base < 0) {   /* once: every row j of every head rotated by j, as the CPU does */
         const eng_config *c = &gs->model->cfg;
         int rows = c->n_head * gs->cap;
-        for (int i = 0; i < rows; i++) gs->h_shift_pos[i] = i % gs->cap - gs->base;
+        for (int i = 0; i < rows; i++) gs->h_shift_pos[i] = i % gs->cap;
         GPU_OP(gs, "upload pos=shift rows", gs->api->copy_h2d(gs->ctx, gs->shift_pos, gs->h_shift_pos,
                                                              (size_t)rows * sizeof(int32_t)));
         GPU_OP(gs, "rope_table pos=shift", gs->api->rope_table(gs->ctx, gs->shift_cos, gs->shift_sin, gs->inv_freq,
                                                                gs->shift_pos, rows, c->n_rot));
-        gs->shift_base = gs->base;
+        gs->shift_base = 0;
     }
     return ENG_OK;
 }

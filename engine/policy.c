@@ -229,8 +229,7 @@ eng_status eng_state_set_policy(eng_state *s, eng_policy *p) {
     s->policy = NULL;
     if (!p) return ENG_OK;
     const eng_config *c = &s->model->cfg;
-    if (c->n_layer != p->cfg.n_layer || c->n_head != p->cfg.n_head || c->head_dim != p->cfg.head_dim ||
-        c->n_rot != p->cfg.n_rot) {
+    if (!eng_policy_fits(p, c)) {
         eng_errf(s->err, sizeof s->err, "set_policy: policy '%s' was created for another model shape", p->name);
         return ENG_ERR_INVAL;
     }
@@ -583,6 +582,13 @@ static void account_step(eng_policy *p, int64_t every) {
     }
     p->n_steps++;
 }
+
+int eng_policy_fits(const eng_policy *p, const eng_config *c) {
+    return c->n_layer == p->cfg.n_layer && c->n_head == p->cfg.n_head && c->head_dim == p->cfg.head_dim &&
+           c->n_rot == p->cfg.n_rot;
+}
+
+int eng_policy_attached(const eng_policy *p) { return p->st != NULL; }
 
 int eng_policy_sink_recent(const eng_policy *p, int *sink, int *recent, int *pos_shift) {
     if (p->ops != &pol_ops_full && p->ops != &pol_ops_window && p->ops != &pol_ops_streaming) return 0;

@@ -89,6 +89,10 @@ int eng_policy_at_prefill(const eng_policy *p);
 eng_status eng_state_set_policy(eng_state *s, eng_policy *p);
 
 void eng_policy_stats_get(const eng_policy *p, eng_policy_stats *st);
+/* 1 when p was created for a model of c's shape (layers, heads, head_dim,
+ * rotary dims); 1 when p is attached to a CPU state (eng_state_set_policy). */
+int eng_policy_fits(const eng_policy *p, const eng_config *c);
+int eng_policy_attached(const eng_policy *p);
 /* For the device's own cache (engine/forward_gpu.c, no policy hooks there),
  * which runs full, window and streaming itself: 1 and their rule — keep
  * [0, sink) and the last `recent` (-1: everything, full), keys rotated by
