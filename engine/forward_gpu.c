@@ -385,6 +385,20 @@ static void stage_ints(const eng_gpu_state *gs, int32_t *ints, const int32_t *to
     for (int h = 0; h < gs->model->cfg.n_head; h++) ints[2 * B + (size_t)h] = gs->n_held;
 }
 
+/* The end of a chunk: the final LayerNorm and, for rows > 0, the logits of
+ * the chunk's last `rows` rows into d_logits (device and offload modes). */
+static eng_status chunk_tail(eng_gpu_state *gs, int T, int rows) {
+    const eng_config *c = &gs->model->cfg;
+    size_t C = (size_t)c->n_embd;
+    gs->layer = -1;
+    GPU_OP(gs, "layernorm final",
+           gs->api->layernorm(gs->ctx, gs->h, gs->x, gs->w.lnf_w, gs->w.lnf_b, T, (int)C, c->ln_eps));
+    if (rows > 0)
+        GPU_OP(gs, "matmul embed_out", matmul(gs, gs->d_logits, gs->h + (size_t)(T - rows) * C, gs->w.embed_out, 0, NULL,
+                                              rows, (int)C, c->n_vocab));
+    return ENG_OK;
+}
+
 /* Enqueues a chunk's ops: the upload of the staged ints from `ints`, the
  * embedding, the RoPE table, the layers, the final LayerNorm and, for
  * rows > 0, the logits of the last `rows` rows into d_logits. Every
@@ -395,7 +409,7 @@ static eng_status enqueue_chunk(eng_gpu_state *gs, const int32_t *ints, int T, i
     const kn_cuda_api *A = gs->api;
     kn_cuda_ctx *X = gs->ctx;
     const eng_config *c = &gs->model->cfg;
-    size_t C = (size_t)c->n_embd, V = (size_t)c->n_vocab, B = (size_t)gs->n_batch;
+    size_t C = (size_t)c->n_embd, B = (size_t)gs->n_batch;
     gs->layer = -1;
     GPU_OP(gs, "upload tokens", A->copy_h2d(X, gs->d_ints, ints, (2 * B + (size_t)c->n_head) * sizeof(int32_t)));
     GPU_OP(gs, "embed", A->embed(X, gs->x, gs->d_ints, T, gs->w.embed_in, gs->w.wtype, c->n_vocab, (int)C));
@@ -405,13 +419,7 @@ static eng_status enqueue_chunk(eng_gpu_state *gs, const int32_t *ints, int T, i
         eng_status st = layer_forward(gs, l, T);
         if (st != ENG_OK) return st;
     }
-    gs->layer = -1;
-    GPU_OP(gs, "layernorm final", A->layernorm(X, gs->h, gs->x, gs->w.lnf_w, gs->w.lnf_b, T, (int)C, c->ln_eps));
-    if (rows > 0) {
-        const float *hin = gs->h + (size_t)(T - rows) * C;
-        GPU_OP(gs, "matmul embed_out", matmul(gs, gs->d_logits, hin, gs->w.embed_out, 0, NULL, rows, (int)C, (int)V));
-    }
-    return ENG_OK;
+    return chunk_tail(gs, T, rows);
 }
 
 /* Captures the single-token step — enqueue_chunk from the pinned g_ints
@@ -597,19 +605,14 @@ eng_status eng_gpu_offload_mlp(eng_gpu_state *gs, int l, int T, const float *att
 }
 
 eng_status eng_gpu_offload_logits(eng_gpu_state *gs, int T, float *logits, int all_logits) {
-    const kn_cuda_api *A = gs->api;
-    kn_cuda_ctx *X = gs->ctx;
-    const eng_config *c = &gs->model->cfg;
-    size_t C = (size_t)c->n_embd, V = (size_t)c->n_vocab;
-    gs->layer = -1;
-    GPU_OP(gs, "layernorm final", A->layernorm(X, gs->h, gs->x, gs->w.lnf_w, gs->w.lnf_b, T, (int)C, c->ln_eps));
+    int rows = !logits ? 0 : all_logits ? T : 1;
+    eng_status st = chunk_tail(gs, T, rows);
+    if (st != ENG_OK) return st;
     if (!logits) {
-        GPU_OP(gs, "sync", A->sync(X));
+        GPU_OP(gs, "sync", gs->api->sync(gs->ctx));
         return ENG_OK;
     }
-    int rows = all_logits ? T : 1;
-    const float *hin = all_logits ? gs->h : gs->h + (size_t)(T - 1) * C;
-    GPU_OP(gs, "matmul embed_out", matmul(gs, gs->d_logits, hin, gs->w.embed_out, 0, NULL, rows, (int)C, (int)V));
-    GPU_OP(gs, "download logits", A->copy_d2h(X, logits, gs->d_logits, (size_t)rows * V * sizeof(float)));
+    size_t bytes = (size_t)rows * (size_t)gs->model->cfg.n_vocab * sizeof(float);
+    GPU_OP(gs, "download logits", gs->api->copy_d2h(gs->ctx, logits, gs->d_logits, bytes));
     return ENG_OK;
 }

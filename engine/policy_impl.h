@@ -138,7 +138,7 @@ struct eng_policy {
     double gamma, tau1, tau2; /* cake */
     double tok_sum;
     int64_t n_steps, tok_max, peak_slots, evictions, peak_bytes;
-    int64_t ext_kv_alloc;     /* eng_policy_account_full: bytes of the device cache it accounts for */
+    int64_t ext_kv_alloc;     /* eng_policy_account_uniform: bytes of the device cache it accounts for */
     int64_t compressed;       /* (layer, head, token) entries quantized or channel-pruned */
 };
 

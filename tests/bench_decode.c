@@ -18,21 +18,11 @@
 #include <time.h>
 #include <omp.h>
 
+#include "bench_util.h"
 #include "forward.h"
 #include "kn.h"
 #include "model.h"
 #include "sampler.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static int bench_bandwidth(void) {
     size_t n = (size_t)1 << 27;   /* 512 MiB of floats per buffer */

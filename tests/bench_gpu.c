@@ -52,6 +52,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "fwd.h"
 #include "kn.h"
 #include "kn_cuda.h"
@@ -78,17 +79,6 @@ typedef struct bench_model {
     double weight_bytes;   /* read per decode step */
     double load_s;
 } bench_model;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* s as the body of a JSON string (quotes and controls escaped). */
 static void json_str(FILE *f, const char *s) {

@@ -46,6 +46,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "forward.h"
 #include "kn.h"
 #include "model.h"
@@ -67,12 +68,6 @@ typedef struct bench_point {
     double hk[ROUNDS][4]; /* seconds per decoded token inside hooks, per round and kind (HK_*) */
     double prefill_s;
 } bench_point;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---- hook timing (linked with -Wl,--wrap=eng_policy_<hook>; see the Makefile) ----
  * The __real_ references are weak: without the --wrap flags nothing calls
@@ -105,11 +100,6 @@ BENCH_HOOK_RET(int, rope_qk, HK_SHIFT, (eng_policy * p, int l, int T), (p, l, T)
 BENCH_HOOK_RET(const float *, attn_keys, HK_SHIFT, (eng_policy * p, int l, int T), (p, l, T))
 BENCH_HOOK_VOID(layer_observe, HK_OBSERVE, (eng_policy * p, int l, int T), (p, l, T))
 BENCH_HOOK_VOID(step_end, HK_BOOK, (eng_policy * p, int T, int last_chunk), (p, T, last_chunk))
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Order statistic k (0: the minimum, ROUNDS / 2: the median) of v[ROUNDS]. */
 static double order_stat(const double *v, int k) {
